@@ -1,0 +1,127 @@
+import { KvmSegment, VcpuSreg, DescPtr } from '../ops/types';
+
+/**
+ * The processor's architectural state, in typed arrays so the interpreter's hot path
+ * never allocates: 64-bit registers are kept as two 32-bit halves (lo/hi). The bigint
+ * accessors are for backends and core at VM entry/exit, never for instruction execution.
+ *
+ * Who touches what: the processor owns this during guest execution; a backend's `run`
+ * loads guest state into it before entry and reads it back after exit (as VMX hardware
+ * does with the VMCS guest-state area and SVM with the VMCB save area).
+ */
+export class CpuState {
+  /** GPRs RAX..R15 (KVM numbering), low halves. */
+  readonly gprLo = new Int32Array(16);
+  /** GPRs RAX..R15, high halves. */
+  readonly gprHi = new Int32Array(16);
+  ripLo = 0;
+  ripHi = 0;
+  /** RFLAGS as architecturally visible; the interpreter may keep lazy flags elsewhere and materialize here. */
+  rflags = 0x2;
+
+  /** Segment registers in VcpuSreg order (ES CS SS DS FS GS TR LDTR). */
+  readonly segSel = new Uint16Array(8);
+  readonly segBaseLo = new Int32Array(8);
+  readonly segBaseHi = new Int32Array(8);
+  readonly segLimit = new Uint32Array(8);
+  /**
+   * Access rights, in the layout of descriptor bits 40..55 (type 0-3, S 4, DPL 5-6, P 7,
+   * AVL 12, L 13, D/B 14, G 15), plus bit 16 "unusable" (a null selector was loaded).
+   * This is the processor's own neutral form; VMX and SVM each convert to theirs.
+   */
+  readonly segAttr = new Uint32Array(8);
+
+  gdtrBase = 0n;
+  gdtrLimit = 0;
+  idtrBase = 0n;
+  idtrLimit = 0;
+
+  cr0 = 0x60000010n;
+  cr2 = 0n;
+  cr3 = 0n;
+  cr4 = 0n;
+  /** CR8 / TPR[7:4]. */
+  cr8 = 0n;
+  efer = 0n;
+  xcr0 = 1n;
+  readonly dr = [0n, 0n, 0n, 0n];
+  dr6 = 0xffff0ff0n;
+  dr7 = 0x400n;
+
+  /** MSR-held state that VM entry/exit moves (SDM 24.4.1 / APM 15.5). */
+  sysenterCs = 0n;
+  sysenterEsp = 0n;
+  sysenterEip = 0n;
+  star = 0n;
+  lstar = 0n;
+  cstar = 0n;
+  sfmask = 0n;
+  kernelGsBase = 0n;
+  tscAux = 0n;
+  pat = 0x0007040600070406n;
+  debugctl = 0n;
+
+  /** Interruptibility (SDM 24.4.2): STI and MOV SS shadows, NMI blocking. */
+  stiShadow = false;
+  movSsShadow = false;
+  nmiBlocked = false;
+  /** Activity state: 0 active, 1 HLT, 2 shutdown, 3 wait-for-SIPI (SDM 24.4.2 encoding). */
+  activity = 0;
+
+  /**
+   * Current privilege level, kept as its own state like AMD's VMCB.CPL; VMX entry loads it
+   * from SS.DPL (SDM 27.3.2.2 makes them equal), SVM entry from VMCB.CPL.
+   */
+  cpl = 0;
+
+  /** Time-stamp counter of this processor (guest TSC = tsc + tscOffset). */
+  tsc = 0n;
+  tscOffset = 0n;
+  /** Retired instructions since reset; exact. */
+  instructionsRetired = 0;
+
+  getGpr(i: number): bigint {
+    return (BigInt(this.gprHi[i] >>> 0) << 32n) | BigInt(this.gprLo[i] >>> 0);
+  }
+  setGpr(i: number, v: bigint): void {
+    this.gprLo[i] = Number(v & 0xffffffffn) | 0;
+    this.gprHi[i] = Number((v >> 32n) & 0xffffffffn) | 0;
+  }
+  get rip(): bigint {
+    return (BigInt(this.ripHi >>> 0) << 32n) | BigInt(this.ripLo >>> 0);
+  }
+  set rip(v: bigint) {
+    this.ripLo = Number(v & 0xffffffffn) | 0;
+    this.ripHi = Number((v >> 32n) & 0xffffffffn) | 0;
+  }
+
+  getSegment(seg: VcpuSreg, out: KvmSegment): KvmSegment {
+    const a = this.segAttr[seg];
+    out.selector = this.segSel[seg];
+    out.base = (BigInt(this.segBaseHi[seg] >>> 0) << 32n) | BigInt(this.segBaseLo[seg] >>> 0);
+    out.limit = this.segLimit[seg];
+    out.type = a & 0xf;
+    out.s = (a >> 4) & 1;
+    out.dpl = (a >> 5) & 3;
+    out.present = (a >> 7) & 1;
+    out.avl = (a >> 12) & 1;
+    out.l = (a >> 13) & 1;
+    out.db = (a >> 14) & 1;
+    out.g = (a >> 15) & 1;
+    out.unusable = (a >> 16) & 1;
+    return out;
+  }
+  setSegment(seg: VcpuSreg, s: KvmSegment): void {
+    this.segSel[seg] = s.selector;
+    this.segBaseLo[seg] = Number(s.base & 0xffffffffn) | 0;
+    this.segBaseHi[seg] = Number((s.base >> 32n) & 0xffffffffn) | 0;
+    this.segLimit[seg] = s.limit >>> 0;
+    this.segAttr[seg] =
+      (s.type & 0xf) | ((s.s & 1) << 4) | ((s.dpl & 3) << 5) | ((s.present & 1) << 7) |
+      ((s.avl & 1) << 12) | ((s.l & 1) << 13) | ((s.db & 1) << 14) | ((s.g & 1) << 15) | ((s.unusable & 1) << 16);
+  }
+  getGdt(out: DescPtr): DescPtr { out.address = this.gdtrBase; out.size = this.gdtrLimit; return out; }
+  getIdt(out: DescPtr): DescPtr { out.address = this.idtrBase; out.size = this.idtrLimit; return out; }
+}
+
+export const SEG_ATTR_UNUSABLE = 1 << 16;

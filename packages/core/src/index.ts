@@ -1,0 +1,14 @@
+/**
+ * @tsvisor/core — the kvm_x86_ops contract, the generic x86 hypervisor, the emulated
+ * x86-64 processor and the platform. Public API: everything exported here; nothing else.
+ */
+import 'reflect-metadata';
+export * from './ops';
+export * from './kvm';
+export * from './mmu/host-memory';
+export * from './mmu/memslot';
+export * from './mmu/tdp';
+export * from './cpu/state';
+export * from './cpu/guest-mode';
+export * from './cpu/x86-cpu';
+export * from './irqchip/irq-source';

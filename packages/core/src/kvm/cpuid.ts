@@ -1,0 +1,117 @@
+import { KvmReg } from '../ops/types';
+import { KvmError } from './errors';
+import type { KvmVcpu } from './vcpu';
+
+/** struct kvm_cpuid_entry2. */
+export interface KvmCpuidEntry2 {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+export const KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1;
+/** KVM_MAX_CPUID_ENTRIES. */
+export const KVM_MAX_CPUID_ENTRIES = 256;
+
+/** CPUID vendor strings as EBX, EDX, ECX of leaf 0. */
+export const VENDOR_SIGNATURES = {
+  intel: [0x756e6547, 0x49656e69, 0x6c65746e], // "Genu" "ineI" "ntel"
+  amd: [0x68747541, 0x69746e65, 0x444d4163], // "Auth" "enti" "cAMD"
+} as const;
+
+/**
+ * KVM_GET_SUPPORTED_CPUID: what this KVM offers a guest on `vendor`'s hardware. Feature bits
+ * are limited to what the emulated processor implements (see docs/architecture.md).
+ */
+export function supportedCpuid(vendor: 'intel' | 'amd'): KvmCpuidEntry2[] {
+  const [b, d, c] = VENDOR_SIGNATURES[vendor];
+  const e = (fn: number, eax: number, ebx: number, ecx: number, edx: number, index = 0, flags = 0): KvmCpuidEntry2 =>
+    ({ function: fn, index, flags, eax: eax >>> 0, ebx: ebx >>> 0, ecx: ecx >>> 0, edx: edx >>> 0 });
+  // Leaf 1 EDX: TSC(4) MSR(5) PAE(6) CX8(8) APIC(9) SEP(11) PGE(13) CMOV(15) PAT(16) PSE(3) DE(2)
+  const leaf1Edx = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 13) | (1 << 15) | (1 << 16);
+  // Leaf 1 ECX: CX16(13) x2APIC(21) MOVBE(22) POPCNT(23) hypervisor(31)
+  const leaf1Ecx = (1 << 13) | (1 << 21) | (1 << 22) | (1 << 23) | (1 << 31);
+  // Family 6 model 0x3a stepping 9 on Intel; family 0x17 on AMD (signature of a plain x86-64 part).
+  const signature = vendor === 'intel' ? 0x000306a9 : 0x00800f12;
+  // 0x80000001 EDX: SYSCALL(11) NX(20) RDTSCP(27) LM(29); ECX: LAHF/SAHF(0) ABM/LZCNT(5)
+  const ext1Edx = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29);
+  const ext1Ecx = (1 << 0) | (1 << 5);
+  return [
+    e(0, 0xd, b, c, d),
+    e(1, signature, 0x00000800, leaf1Ecx, leaf1Edx),
+    e(7, 0, (1 << 3) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 19) | (1 << 20), 0, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
+    e(0xd, 1, 0x240, 0x240, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
+    e(0x40000000, 0x40000001, 0x4b4d564b, 0x564b4d56, 0x4d, 0), // "KVMKVMKVM\0\0\0"
+    e(0x40000001, 0, 0, 0, 0),
+    e(0x80000000, 0x80000008, vendor === 'amd' ? b : 0, vendor === 'amd' ? c : 0, vendor === 'amd' ? d : 0),
+    e(0x80000001, vendor === 'amd' ? signature : 0, 0, ext1Ecx, ext1Edx),
+    e(0x80000008, 0x3028, 0, 0, 0), // 48-bit linear, 40-bit physical
+  ];
+}
+
+/** KVM_SET_CPUID2 validation (kvm_vcpu_ioctl_set_cpuid2). */
+export function validateCpuid(entries: readonly KvmCpuidEntry2[]): void {
+  if (!Array.isArray(entries)) throw new KvmError('EINVAL', 'KVM_SET_CPUID2: entries must be an array');
+  if (entries.length > KVM_MAX_CPUID_ENTRIES) {
+    throw new KvmError('E2BIG', `KVM_SET_CPUID2: ${entries.length} entries exceed KVM_MAX_CPUID_ENTRIES (${KVM_MAX_CPUID_ENTRIES})`);
+  }
+  for (const [i, e] of entries.entries()) {
+    for (const k of ['function', 'index', 'flags', 'eax', 'ebx', 'ecx', 'edx'] as const) {
+      const v = e[k];
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+        throw new KvmError('EINVAL', `KVM_SET_CPUID2: entry ${i} field ${k} must be a 32-bit unsigned integer, got ${String(v)}`);
+      }
+    }
+  }
+}
+
+/** kvm_find_cpuid_entry. */
+export function kvmFindCpuidEntry(vcpu: KvmVcpu, fn: number, index: number): KvmCpuidEntry2 | undefined {
+  return vcpu.arch.cpuidEntries.find(
+    (e) => e.function === fn && (!(e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) || e.index === index),
+  );
+}
+
+export function guestCpuidIsAmd(vcpu: KvmVcpu): boolean {
+  const e = kvmFindCpuidEntry(vcpu, 0, 0);
+  return !!e && e.ebx === VENDOR_SIGNATURES.amd[0] && e.ecx === VENDOR_SIGNATURES.amd[2] && e.edx === VENDOR_SIGNATURES.amd[1];
+}
+
+/** guest_cpuid_has for a (leaf, register, bit) feature. */
+export function guestCpuidHas(vcpu: KvmVcpu, leaf: number, reg: 'eax' | 'ebx' | 'ecx' | 'edx', bit: number, index = 0): boolean {
+  const e = kvmFindCpuidEntry(vcpu, leaf, index);
+  return !!e && ((e[reg] >>> bit) & 1) === 1;
+}
+
+/**
+ * kvm_cpuid(): the values the guest sees. Out-of-range leaves follow Intel's rule (the highest
+ * basic leaf) unless the guest's vendor is AMD, where they read as zero — as KVM does.
+ */
+export function kvmCpuid(vcpu: KvmVcpu, fn: number, index: number): [number, number, number, number] {
+  let e = kvmFindCpuidEntry(vcpu, fn, index);
+  if (!e && !guestCpuidIsAmd(vcpu)) {
+    const classMax = kvmFindCpuidEntry(vcpu, fn & 0xc0000000, 0);
+    if (!classMax || fn > classMax.eax) {
+      const basic = kvmFindCpuidEntry(vcpu, 0, 0);
+      if (basic) e = kvmFindCpuidEntry(vcpu, basic.eax, index);
+    }
+  }
+  if (!e) return [0, 0, 0, 0];
+  return [e.eax, e.ebx, e.ecx, e.edx];
+}
+
+/** kvm_emulate_cpuid: answer from the guest CPUID table and skip the instruction. */
+export function kvmEmulateCpuid(vcpu: KvmVcpu): number {
+  const fn = Number(vcpu.registerRead(KvmReg.RAX) & 0xffffffffn);
+  const index = Number(vcpu.registerRead(KvmReg.RCX) & 0xffffffffn);
+  const [a, b, c, d] = kvmCpuid(vcpu, fn, index);
+  vcpu.registerWrite(KvmReg.RAX, BigInt(a));
+  vcpu.registerWrite(KvmReg.RBX, BigInt(b));
+  vcpu.registerWrite(KvmReg.RCX, BigInt(c));
+  vcpu.registerWrite(KvmReg.RDX, BigInt(d));
+  return vcpu.kvm.skipEmulatedInstruction(vcpu);
+}

@@ -1,0 +1,252 @@
+import 'reflect-metadata';
+import { container as rootContainer, DependencyContainer } from 'tsyringe';
+import { X86Cpu } from '../cpu/x86-cpu';
+import { HostMemory } from '../mmu/host-memory';
+import { KvmUserspaceMemoryRegion, KVM_MEM_LOG_DIRTY_PAGES, Memslots } from '../mmu/memslot';
+import { BackendClass, BackendInfo, getBackendInfo, X86_OPS } from '../ops/backend';
+import { bindX86Ops, BoundOps } from '../ops/bind';
+import { OpName } from '../ops/table';
+import { KvmMemorySlot } from '../ops/types';
+import type { X86Ops } from '../ops/x86-ops';
+import { KvmCpuidEntry2, supportedCpuid, validateCpuid } from './cpuid';
+import { BackendBindError, KvmError } from './errors';
+import { KvmIoBus } from './io-bus';
+import { KvmRun } from './run';
+import { KvmVcpu } from './vcpu';
+import * as x86 from './x86';
+import { TdpFormat, TdpMmu } from '../mmu/tdp';
+import type { IrqSource } from '../irqchip/irq-source';
+
+/** KVM_MAX_VCPUS / KVM_MAX_VCPU_ID on x86 (5.8). */
+export const KVM_MAX_VCPUS = 288;
+export const KVM_MAX_VCPU_ID = 1023;
+
+export interface KvmCreateOptions {
+  /** Parent container holding the X86_OPS registration (default: tsyringe's root container). */
+  container?: DependencyContainer;
+  /** Shortcut: use this backend class instead of the container's X86_OPS registration. */
+  backend?: BackendClass;
+  /** Cap on host memory (guest RAM + control structures) for this VM, in bytes. */
+  hostMemoryLimit?: number;
+}
+
+/** Counters for `--stats` and the benchmarks. */
+export interface KvmStats {
+  exits: number;
+  msrReads: number;
+  msrWrites: number;
+  pioExits: number;
+  mmioExits: number;
+  hypercalls: number;
+  haltExits: number;
+  irqInjections: number;
+}
+
+export type TraceSink = (event: string, vcpuId: number, text: string) => void;
+
+/**
+ * struct kvm: one VM, with its KVM_* VM ioctls as methods. The vendor backend is resolved from
+ * this VM's own child container (X86_OPS), bound and checked against the ops table.
+ */
+export class Kvm {
+  readonly container: DependencyContainer;
+  readonly ops: X86Ops;
+  readonly backendInfo: BackendInfo;
+  /** Hooks the backend provides (optional ones only when implemented). */
+  readonly present: ReadonlySet<OpName>;
+  readonly hostMemory: HostMemory;
+  readonly memslots: Memslots;
+  readonly vcpus: KvmVcpu[] = [];
+  /** In-kernel port and MMIO buses (kvm->buses[KVM_PIO_BUS / KVM_MMIO_BUS]). */
+  readonly pioBus = new KvmIoBus();
+  readonly mmioBus = new KvmIoBus();
+  /** True once an in-kernel irqchip exists (KVM_CREATE_IRQCHIP). */
+  irqchipInKernel = false;
+  /** The in-kernel interrupt source (LAPIC/PIC) when there is one. */
+  irqSource: IrqSource | null = null;
+  /** The two-dimensional-paging MMU, when the backend enabled TDP (kvm_mmu with tdp_enabled). */
+  mmu: TdpMmu | null = null;
+  /** Vendor per-VM state (struct kvm_vmx / kvm_svm), set by the backend's vmInit. */
+  vendor: unknown = null;
+  /** Host-physical base of the vmSize bytes reserved for the backend's per-VM structures. */
+  readonly vendorArea: number;
+  readonly stats: KvmStats = { exits: 0, msrReads: 0, msrWrites: 0, pioExits: 0, mmioExits: 0, hypercalls: 0, haltExits: 0, irqInjections: 0 };
+  private traceSink: TraceSink | null = null;
+  private traceEvents: ReadonlySet<string> | null = null;
+  private destroyed = false;
+
+  private constructor(bound: BoundOps, child: DependencyContainer, hostMemoryLimit?: number) {
+    this.container = child;
+    this.ops = bound.ops;
+    this.backendInfo = bound.info;
+    this.present = bound.present;
+    this.hostMemory = new HostMemory(hostMemoryLimit);
+    this.memslots = new Memslots(this.hostMemory);
+    const pages = Math.max(1, Math.ceil(this.ops.vmSize / 4096));
+    this.vendorArea = this.hostMemory.allocPages(pages, `${bound.info.name} vm area`);
+  }
+
+  /** KVM_CREATE_VM. */
+  static create(options: KvmCreateOptions = {}): Kvm {
+    const parent = options.container ?? rootContainer;
+    const child = parent.createChildContainer();
+    if (options.backend) child.register(X86_OPS, { useClass: options.backend as never });
+    if (!child.isRegistered(X86_OPS, true)) {
+      throw new KvmError('ENODEV', 'KVM_CREATE_VM: no backend is registered for X86_OPS (register one with container.register(X86_OPS, { useClass: … }) or pass { backend })');
+    }
+    let instance: unknown;
+    try {
+      instance = child.resolve(X86_OPS);
+    } catch (e) {
+      throw new BackendBindError('?', [], `KVM_CREATE_VM: the X86_OPS registration could not be constructed: ${(e as Error).message}`);
+    }
+    const info = getBackendInfo((instance as object).constructor);
+    if (!info) {
+      throw new BackendBindError((instance as object).constructor?.name ?? '?', [], `class ${(instance as object).constructor?.name ?? '?'} is not a tsvisor backend (it lacks the @backend({ name, vendor }) decorator)`);
+    }
+    const bound = bindX86Ops(instance, info);
+    const kvm = new Kvm(bound, child, options.hostMemoryLimit);
+    let r = kvm.ops.hardwareEnable();
+    if (r !== 0) throw new KvmError('EBUSY', `KVM_CREATE_VM: ${info.name}.hardwareEnable failed (${r})`);
+    r = kvm.ops.vmInit(kvm);
+    if (r !== 0) throw new KvmError('EINVAL', `KVM_CREATE_VM: ${info.name}.vmInit failed (${r})`);
+    return kvm;
+  }
+
+  /** kvm_configure_mmu(tdp_enabled): the backend's vmInit turns on two-dimensional paging in its format. */
+  enableTdp(format: TdpFormat): TdpMmu {
+    this.mmu = new TdpMmu(this.hostMemory, this.memslots, format);
+    return this.mmu;
+  }
+
+  /** Does the backend implement optional hook `name`? (static_call_cond). */
+  has(name: OpName): boolean {
+    return this.present.has(name);
+  }
+
+  // ---- KVM_SET_USER_MEMORY_REGION
+
+  setUserMemoryRegion(region: KvmUserspaceMemoryRegion): void {
+    this.checkAlive();
+    if (!region || typeof region.guestPhysAddr !== 'bigint' || typeof region.memorySize !== 'bigint') {
+      throw new KvmError('EINVAL', 'KVM_SET_USER_MEMORY_REGION: guestPhysAddr and memorySize must be bigints');
+    }
+    const before = this.memslots.byId(region.slot);
+    const oldFlags = before?.flags ?? 0;
+    const { created } = this.memslots.set(region);
+    // kvm_arch_commit_memory_region → kvm_mmu_slot_apply_flags
+    if (created) {
+      const logging = (created.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+      if (logging && !(oldFlags & KVM_MEM_LOG_DIRTY_PAGES)) x86.slotEnableLogDirty(this, created);
+      else if (!logging && (oldFlags & KVM_MEM_LOG_DIRTY_PAGES || !before)) x86.slotDisableLogDirty(this, created);
+    }
+    for (const v of this.vcpus) x86.memslotsChanged(v);
+  }
+
+  // ---- KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG
+
+  /** KVM_GET_DIRTY_LOG: a copy of the slot's dirty bitmap, cleared and re-armed (without manual protect). */
+  getDirtyLog(slotId: number): Uint32Array {
+    this.checkAlive();
+    const slot = this.memslots.byId(slotId);
+    if (!slot) throw new KvmError('ENOENT', `KVM_GET_DIRTY_LOG: slot ${slotId} does not exist`);
+    if (!slot.dirtyBitmap) throw new KvmError('ENOENT', `KVM_GET_DIRTY_LOG: slot ${slotId} does not have KVM_MEM_LOG_DIRTY_PAGES set`);
+    return x86.getDirtyLogProtect(this, slot);
+  }
+
+  /** Pages of a slot as a list of guest frame numbers — a convenience over getDirtyLog. */
+  getDirtyGfns(slotId: number): bigint[] {
+    const bm = this.getDirtyLog(slotId);
+    const slot = this.memslots.byId(slotId)!;
+    const out: bigint[] = [];
+    for (let w = 0; w < bm.length; w++) {
+      let word = bm[w];
+      while (word) {
+        const b = 31 - Math.clz32(word & -word);
+        out.push(slot.baseGfn + BigInt(w * 32 + b));
+        word &= word - 1;
+      }
+    }
+    return out;
+  }
+
+  // ---- KVM_CREATE_VCPU
+
+  createVcpu(id: number): KvmVcpu {
+    this.checkAlive();
+    if (!Number.isInteger(id) || id < 0 || id > KVM_MAX_VCPU_ID) {
+      throw new KvmError('EINVAL', `KVM_CREATE_VCPU: vcpu id ${id} is out of range 0..${KVM_MAX_VCPU_ID}`);
+    }
+    if (this.vcpus.length >= KVM_MAX_VCPUS) throw new KvmError('EINVAL', `KVM_CREATE_VCPU: at most ${KVM_MAX_VCPUS} vCPUs per VM`);
+    if (this.vcpus.some((v) => v.vcpuId === id)) throw new KvmError('EEXIST', `KVM_CREATE_VCPU: vcpu id ${id} already exists`);
+    const cpu = new X86Cpu(this.hostMemory, this.memslots, { vendor: this.backendInfo.vendor });
+    const vcpu = new KvmVcpu(this, id, cpu);
+    if (this.vcpus.length > 0) vcpu.arch.apicBase &= ~(1n << 8n); // only the first vCPU is the BSP
+    const r = this.ops.vcpuCreate(vcpu);
+    if (r !== 0) throw new KvmError('ENOMEM', `KVM_CREATE_VCPU: ${this.backendInfo.name}.vcpuCreate failed (${r})`);
+    x86.vcpuReset(vcpu, false);
+    vcpu.setCpuid2(this.getSupportedCpuid());
+    this.vcpus.push(vcpu);
+    return vcpu;
+  }
+
+  /** KVM_GET_SUPPORTED_CPUID for this VM's backend. */
+  getSupportedCpuid(): KvmCpuidEntry2[] {
+    return supportedCpuid(this.backendInfo.vendor);
+  }
+
+  /** KVM_SET_CPUID2 for one vCPU (validated, then cpuidUpdate as kvm_vcpu_after_set_cpuid). */
+  setVcpuCpuid(vcpu: KvmVcpu, entries: readonly KvmCpuidEntry2[]): void {
+    validateCpuid(entries);
+    vcpu.arch.cpuidEntries = entries.map((e) => ({ ...e }));
+    this.ops.cpuidUpdate(vcpu);
+  }
+
+  /** KVM_RUN. */
+  vcpuRun(vcpu: KvmVcpu): KvmRun {
+    this.checkAlive();
+    return x86.vcpuRun(vcpu);
+  }
+
+  // ---- helpers backends call from their exit handlers (KVM's exported x86.c functions)
+
+  skipEmulatedInstruction(vcpu: KvmVcpu): number {
+    return x86.kvmSkipEmulatedInstruction(vcpu);
+  }
+  queueException(vcpu: KvmVcpu, nr: number, errorCode?: number, payload?: bigint): void {
+    x86.kvmQueueException(vcpu, nr, errorCode, payload);
+  }
+
+  // ---- tracing (KVM's tracepoints)
+
+  setTrace(events: ReadonlySet<string> | null, sink: TraceSink | null): void {
+    this.traceEvents = events;
+    this.traceSink = sink;
+  }
+  tracing(event: string): boolean {
+    return this.traceEvents !== null && this.traceEvents.has(event);
+  }
+  trace(event: string, vcpu: KvmVcpu, text: string | (() => string)): void {
+    if (this.traceEvents === null || !this.traceEvents.has(event) || !this.traceSink) return;
+    this.traceSink(event, vcpu.vcpuId, typeof text === 'function' ? text() : text);
+  }
+
+  /** KVM's kvm_destroy_vm. */
+  destroy(): void {
+    if (this.destroyed) return;
+    for (const v of this.vcpus) this.ops.vcpuFree(v);
+    this.ops.vmDestroy?.(this);
+    this.ops.hardwareDisable();
+    this.ops.hardwareUnsetup();
+    this.destroyed = true;
+  }
+
+  private checkAlive(): void {
+    if (this.destroyed) throw new KvmError('EINVAL', 'the VM has been destroyed');
+  }
+
+  /** Slots, for backends and tests. */
+  slot(id: number): KvmMemorySlot | null {
+    return this.memslots.byId(id);
+  }
+}

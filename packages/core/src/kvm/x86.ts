@@ -1,0 +1,385 @@
+/**
+ * arch/x86/kvm/x86.c, the parts the run loop needs: KVM_RUN (vcpu_run → vcpu_enter_guest),
+ * event injection, exception queueing, instruction skipping and the dirty-log plumbing
+ * between memslots, the MMU and the vendor's optional hooks.
+ */
+import { KvmMemorySlot, KvmReg, X86Vector } from '../ops/types';
+import { KvmError, HookNotImplementedError } from './errors';
+import { KvmExitReason, KvmInternalError } from './run';
+import { KvmMpState, KvmReq, KvmVcpu } from './vcpu';
+import type { Kvm } from './kvm';
+
+const X86_EFLAGS_IF = 1n << 9n;
+const X86_EFLAGS_TF = 1n << 8n;
+const X86_EFLAGS_RF = 1n << 16n;
+
+// ---------------------------------------------------------------- exceptions
+
+enum ExceptionClass { BENIGN, CONTRIBUTORY, PF }
+
+function exceptionClass(nr: number): ExceptionClass {
+  switch (nr) {
+    case X86Vector.PF: return ExceptionClass.PF;
+    case X86Vector.DE: case X86Vector.TS: case X86Vector.NP: case X86Vector.SS: case X86Vector.GP:
+      return ExceptionClass.CONTRIBUTORY;
+    default: return ExceptionClass.BENIGN;
+  }
+}
+
+/** Vectors that push an error code (SDM Table 6-1). */
+export function exceptionHasErrorCode(nr: number): boolean {
+  return nr === 8 || (nr >= 10 && nr <= 14) || nr === 17 || nr === 21;
+}
+
+/** Faults (as opposed to traps) get RFLAGS.RF set on delivery (SDM 17.3.1.1). */
+function exceptionIsFault(nr: number): boolean {
+  return !(nr === X86Vector.DB || nr === X86Vector.BP || nr === X86Vector.OF || nr === X86Vector.NMI);
+}
+
+/** kvm_multiple_exception: queue, promoting to #DF or triple fault per SDM Table 6-5. */
+export function kvmQueueException(vcpu: KvmVcpu, nr: number, errorCode?: number, payload?: bigint): void {
+  const ex = vcpu.arch.exception;
+  vcpu.makeRequest(KvmReq.EVENT);
+  const hasErr = errorCode !== undefined || exceptionHasErrorCode(nr);
+  if (!ex.pending && !ex.injected) {
+    ex.pending = true;
+    ex.injected = false;
+    ex.nr = nr;
+    ex.hasErrorCode = hasErr;
+    ex.errorCode = errorCode ?? 0;
+    ex.hasPayload = payload !== undefined;
+    ex.payload = payload ?? 0n;
+    return;
+  }
+  const prev = ex.nr;
+  if (prev === X86Vector.DF) {
+    vcpu.makeRequest(KvmReq.TRIPLE_FAULT);
+    return;
+  }
+  const c1 = exceptionClass(prev);
+  const c2 = exceptionClass(nr);
+  if ((c1 === ExceptionClass.CONTRIBUTORY && c2 === ExceptionClass.CONTRIBUTORY) || (c1 === ExceptionClass.PF && c2 !== ExceptionClass.BENIGN)) {
+    ex.pending = true;
+    ex.injected = false;
+    ex.nr = X86Vector.DF;
+    ex.hasErrorCode = true;
+    ex.errorCode = 0;
+    ex.hasPayload = false;
+  } else {
+    // Replace the earlier one, hoping re-execution regenerates it (as KVM does).
+    ex.pending = true;
+    ex.injected = false;
+    ex.nr = nr;
+    ex.hasErrorCode = hasErr;
+    ex.errorCode = errorCode ?? 0;
+    ex.hasPayload = payload !== undefined;
+    ex.payload = payload ?? 0n;
+  }
+}
+
+/** kvm_requeue_exception: an exception that was being delivered when an exit happened. */
+export function kvmRequeueException(vcpu: KvmVcpu, nr: number, hasErrorCode: boolean, errorCode: number): void {
+  const ex = vcpu.arch.exception;
+  vcpu.makeRequest(KvmReq.EVENT);
+  ex.pending = false;
+  ex.injected = true;
+  ex.nr = nr;
+  ex.hasErrorCode = hasErrorCode;
+  ex.errorCode = errorCode;
+  ex.hasPayload = false;
+}
+
+export function kvmClearExceptionQueue(vcpu: KvmVcpu): void {
+  vcpu.arch.exception.pending = false;
+  vcpu.arch.exception.injected = false;
+}
+
+/** kvm_queue_interrupt. */
+export function kvmQueueInterrupt(vcpu: KvmVcpu, vector: number, soft: boolean): void {
+  vcpu.arch.interrupt.injected = true;
+  vcpu.arch.interrupt.soft = soft;
+  vcpu.arch.interrupt.nr = vector;
+}
+
+export function kvmClearInterruptQueue(vcpu: KvmVcpu): void {
+  vcpu.arch.interrupt.injected = false;
+}
+
+// ---------------------------------------------------------------- instruction skipping
+
+/** kvm_skip_emulated_instruction: vendor skip, then single-step #DB if RFLAGS.TF was set. */
+export function kvmSkipEmulatedInstruction(vcpu: KvmVcpu): number {
+  const ops = vcpu.kvm.ops;
+  const rflags = ops.getRflags(vcpu);
+  const r = ops.skipEmulatedInstruction(vcpu);
+  if (r && (rflags & X86_EFLAGS_TF)) {
+    // kvm_vcpu_do_singlestep: a trap-like #DB with DR6.BS after the instruction.
+    vcpu.arch.dr6 = (vcpu.arch.dr6 & ~0x400fn) | 0x4000n;
+    kvmQueueException(vcpu, X86Vector.DB, undefined, 0x4000n);
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- interrupts
+
+/** kvm_cpu_has_injectable_intr for the userspace-irqchip case (and the in-kernel one, via irqSource). */
+export function kvmCpuHasInjectableIntr(vcpu: KvmVcpu): boolean {
+  if (vcpu.arch.pendingExternalVector >= 0) return true;
+  return vcpu.kvm.irqSource?.hasInterrupt(vcpu) ?? false;
+}
+
+function kvmCpuGetInterrupt(vcpu: KvmVcpu): number {
+  if (vcpu.arch.pendingExternalVector >= 0) {
+    const v = vcpu.arch.pendingExternalVector;
+    vcpu.arch.pendingExternalVector = -1;
+    return v;
+  }
+  return vcpu.kvm.irqSource?.acknowledge(vcpu) ?? -1;
+}
+
+/** inject_pending_event (5.8 shape): re-inject what was in flight, else the highest-priority new event. */
+function injectPendingEvent(vcpu: KvmVcpu): void {
+  const a = vcpu.arch;
+  const ops = vcpu.kvm.ops;
+  if (a.exception.injected) {
+    ops.queueException(vcpu);
+  } else if (!a.exception.pending) {
+    if (a.nmiInjected) ops.setNmi(vcpu);
+    else if (a.interrupt.injected) ops.setIrq(vcpu);
+  }
+  if (a.exception.pending) {
+    if (exceptionIsFault(a.exception.nr)) ops.setRflags(vcpu, ops.getRflags(vcpu) | X86_EFLAGS_RF);
+    if (a.exception.nr === X86Vector.DB && (a.dr7 & (1n << 13n))) a.dr7 &= ~(1n << 13n);
+    a.exception.pending = false;
+    a.exception.injected = true;
+    ops.queueException(vcpu);
+    return;
+  }
+  if (a.exception.injected || a.nmiInjected || a.interrupt.injected) return;
+  if (a.nmiPending && ops.nmiAllowed(vcpu, true) > 0) {
+    a.nmiPending--;
+    a.nmiInjected = true;
+    ops.setNmi(vcpu);
+  } else if (kvmCpuHasInjectableIntr(vcpu) && ops.interruptAllowed(vcpu, true) > 0) {
+    const v = kvmCpuGetInterrupt(vcpu);
+    if (v >= 0) {
+      kvmQueueInterrupt(vcpu, v, false);
+      vcpu.kvm.stats.irqInjections++;
+      vcpu.kvm.trace('kvm_inj_virq', vcpu, `irq ${v}`);
+      ops.setIrq(vcpu);
+    }
+  }
+}
+
+/** kvm_vcpu_ready_for_interrupt_injection. */
+function readyForInterruptInjection(vcpu: KvmVcpu): boolean {
+  return vcpu.kvm.ops.interruptAllowed(vcpu, false) > 0 && !vcpu.arch.interrupt.injected &&
+    vcpu.arch.pendingExternalVector < 0 && !vcpu.arch.exception.pending && !vcpu.arch.exception.injected;
+}
+
+// ---------------------------------------------------------------- the run loop
+
+/** vcpu_enter_guest. Returns 1 to stay in the loop, 0 to return to userspace. */
+function vcpuEnterGuest(vcpu: KvmVcpu): number {
+  const kvm = vcpu.kvm;
+  const ops = kvm.ops;
+  const run = vcpu.run;
+  if (vcpu.requests) {
+    if (vcpu.checkRequest(KvmReq.TRIPLE_FAULT)) {
+      run.exitReason = KvmExitReason.KVM_EXIT_SHUTDOWN;
+      return 0;
+    }
+    if (vcpu.checkRequest(KvmReq.LOAD_MMU_PGD)) ops.loadMmuPgd(vcpu, BigInt(kvm.mmu?.root ?? 0));
+    if (vcpu.checkRequest(KvmReq.TLB_FLUSH)) ops.tlbFlushAll(vcpu);
+    if (vcpu.checkRequest(KvmReq.TLB_FLUSH_CURRENT)) ops.tlbFlushCurrent(vcpu);
+    vcpu.checkRequest(KvmReq.NMI);
+  }
+  const reqIntWin = !kvm.irqchipInKernel && run.requestInterruptWindow;
+  if (vcpu.checkRequest(KvmReq.EVENT) || reqIntWin) {
+    injectPendingEvent(vcpu);
+    if (vcpu.arch.nmiPending) ops.enableNmiWindow(vcpu);
+    if (kvmCpuHasInjectableIntr(vcpu) || reqIntWin) ops.enableIrqWindow(vcpu);
+  }
+  ops.prepareGuestSwitch(vcpu);
+  kvm.trace('kvm_entry', vcpu, () => `vcpu ${vcpu.vcpuId}`);
+  const fastpath = ops.run(vcpu);
+  kvm.stats.exits++;
+  ops.handleExitIrqoff(vcpu);
+  return ops.handleExit(vcpu, fastpath);
+}
+
+/** A halted vCPU wakes for an interrupt it can take or an NMI (kvm_vcpu_has_events). */
+function vcpuHasEvents(vcpu: KvmVcpu): boolean {
+  const a = vcpu.arch;
+  if (a.nmiPending || a.exception.pending) return true;
+  if (kvmCpuHasInjectableIntr(vcpu) && vcpu.kvm.ops.interruptAllowed(vcpu, false) > 0) return true;
+  return false;
+}
+
+/** vcpu_block: in-kernel HLT. Without a way to wake, return to userspace with KVM_EXIT_HLT. */
+function vcpuBlock(vcpu: KvmVcpu): number {
+  const ops = vcpu.kvm.ops;
+  if (vcpu.kvm.has('preBlock') && ops.preBlock!(vcpu) !== 0) {
+    vcpu.arch.mpState = KvmMpState.RUNNABLE;
+    return 1;
+  }
+  ops.vcpuBlocking?.(vcpu);
+  const woke = vcpuHasEvents(vcpu) || (vcpu.kvm.irqSource?.waitForEvent(vcpu) ?? false);
+  ops.vcpuUnblocking?.(vcpu);
+  ops.postBlock?.(vcpu);
+  if (woke) {
+    vcpu.arch.mpState = KvmMpState.RUNNABLE;
+    vcpu.makeRequest(KvmReq.EVENT);
+    return 1;
+  }
+  vcpu.run.exitReason = KvmExitReason.KVM_EXIT_HLT;
+  return 0;
+}
+
+/** KVM_RUN: kvm_arch_vcpu_ioctl_run → vcpu_run. JavaScript errors never escape: they become INTERNAL_ERROR. */
+export function vcpuRun(vcpu: KvmVcpu) {
+  const kvm = vcpu.kvm;
+  const run = vcpu.run;
+  if (kvm.memslots.all().length === 0) {
+    throw new KvmError('EFAULT', 'KVM_RUN: the VM has no memory (set a memory region first)');
+  }
+  if (vcpu.dead) {
+    run.exitReason = KvmExitReason.KVM_EXIT_INTERNAL_ERROR;
+    return run;
+  }
+  kvm.ops.vcpuLoad(vcpu, 0);
+  try {
+    let r = 1;
+    if (vcpu.arch.completeUserspaceIo) {
+      const cui = vcpu.arch.completeUserspaceIo;
+      vcpu.arch.completeUserspaceIo = null;
+      r = cui(vcpu);
+    }
+    if (r > 0 && run.immediateExit) {
+      run.exitReason = KvmExitReason.KVM_EXIT_INTR;
+      r = 0;
+    }
+    const start = vcpu.cpu.state.instructionsRetired;
+    while (r > 0) {
+      r = vcpu.arch.mpState === KvmMpState.RUNNABLE ? vcpuEnterGuest(vcpu) : vcpuBlock(vcpu);
+      if (r <= 0) break;
+      if (!kvm.irqchipInKernel && run.requestInterruptWindow && readyForInterruptInjection(vcpu)) {
+        run.exitReason = KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN;
+        break;
+      }
+      if (vcpu.cpu.state.instructionsRetired - start >= vcpu.runBudget) {
+        // The time slice ran out: as if a signal were pending (userspace simply runs again).
+        run.exitReason = KvmExitReason.KVM_EXIT_INTR;
+        break;
+      }
+    }
+    if (r < 0) internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, `handleExit returned ${r}`);
+  } catch (e) {
+    const err = e as Error;
+    if (e instanceof KvmError && !(e instanceof HookNotImplementedError)) {
+      internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, err.message);
+    } else {
+      internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
+    }
+    vcpu.dead = true;
+  } finally {
+    postKvmRunSave(vcpu);
+    kvm.ops.vcpuPut(vcpu);
+  }
+  return run;
+}
+
+export function internalError(vcpu: KvmVcpu, suberror: KvmInternalError, message: string): void {
+  const run = vcpu.run;
+  run.exitReason = KvmExitReason.KVM_EXIT_INTERNAL_ERROR;
+  run.internal.suberror = suberror;
+  run.internal.data = [];
+  run.internalMessage = message;
+}
+
+/** post_kvm_run_save. */
+function postKvmRunSave(vcpu: KvmVcpu): void {
+  const run = vcpu.run;
+  try {
+    run.ifFlag = (vcpu.kvm.ops.getRflags(vcpu) & X86_EFLAGS_IF) !== 0n;
+    run.cr8 = vcpu.arch.cr8;
+    run.apicBase = vcpu.arch.apicBase;
+    run.readyForInterruptInjection = readyForInterruptInjection(vcpu);
+  } catch {
+    // A backend that cannot even report RFLAGS has already produced an internal error.
+  }
+}
+
+// ---------------------------------------------------------------- reset
+
+/** kvm_vcpu_reset: architectural state after RESET/INIT (SDM Table 9-1), then the vendor's reset. */
+export function vcpuReset(vcpu: KvmVcpu, initEvent: boolean): void {
+  const a = vcpu.arch;
+  a.nmiPending = 0;
+  a.nmiInjected = false;
+  kvmClearExceptionQueue(vcpu);
+  kvmClearInterruptQueue(vcpu);
+  a.pendingExternalVector = -1;
+  a.dr6 = 0xffff0ff0n;
+  a.dr7 = 0x400n;
+  a.db = [0n, 0n, 0n, 0n];
+  a.cr2 = 0n;
+  a.xcr0 = 1n;
+  if (!initEvent) {
+    a.pat = 0x0007040600070406n;
+    a.efer = 0n;
+    a.miscEnable = 1n;
+  }
+  a.regs.fill(0n);
+  // EDX after reset holds the processor signature (SDM 9.1.4).
+  a.regs[KvmReg.RDX] = 0x600n;
+  a.regsAvail = (1 << 17) - 1;
+  a.regsDirty = (1 << 17) - 1;
+  a.mpState = vcpu.vcpuId === 0 || !initEvent ? KvmMpState.RUNNABLE : KvmMpState.INIT_RECEIVED;
+  vcpu.kvm.ops.vcpuReset(vcpu, initEvent);
+  vcpu.makeRequest(KvmReq.EVENT | KvmReq.TLB_FLUSH);
+}
+
+// ---------------------------------------------------------------- memslots and dirty logging
+
+export function memslotsChanged(vcpu: KvmVcpu): void {
+  vcpu.makeRequest(KvmReq.TLB_FLUSH);
+  vcpu.kvm.mmu?.memslotsChanged();
+}
+
+/** kvm_mmu_slot_apply_flags, logging turned on. */
+export function slotEnableLogDirty(kvm: Kvm, slot: KvmMemorySlot): void {
+  if (kvm.has('slotEnableLogDirty')) kvm.ops.slotEnableLogDirty!(kvm, slot);
+  else kvm.mmu?.slotRemoveWriteAccess(slot);
+  flushRemoteTlbs(kvm);
+}
+
+/** kvm_mmu_slot_apply_flags, logging off (also called for a new slot without logging). */
+export function slotDisableLogDirty(kvm: Kvm, slot: KvmMemorySlot): void {
+  if (kvm.has('slotDisableLogDirty')) kvm.ops.slotDisableLogDirty!(kvm, slot);
+}
+
+/** kvm_flush_remote_tlbs: the vendor's remote flush when it has one, else a TLB_FLUSH request to every vCPU. */
+export function flushRemoteTlbs(kvm: Kvm): void {
+  if (kvm.has('tlbRemoteFlush') && kvm.ops.tlbRemoteFlush!(kvm) === 0) return;
+  for (const v of kvm.vcpus) v.makeRequest(KvmReq.TLB_FLUSH);
+}
+
+/** kvm_get_dirty_log_protect: drain hardware logs, copy and clear the bitmap, re-arm those pages. */
+export function getDirtyLogProtect(kvm: Kvm, slot: KvmMemorySlot): Uint32Array {
+  if (kvm.has('flushLogDirty')) kvm.ops.flushLogDirty!(kvm);
+  const bm = slot.dirtyBitmap!;
+  const copy = bm.slice();
+  let any = false;
+  for (let w = 0; w < bm.length; w++) {
+    const mask = bm[w];
+    if (!mask) continue;
+    bm[w] = 0;
+    any = true;
+    // kvm_arch_mmu_enable_log_dirty_pt_masked: PML clears D bits; otherwise write-protect again.
+    if (kvm.has('enableLogDirtyPtMasked')) kvm.ops.enableLogDirtyPtMasked!(kvm, slot, BigInt(w * 32), BigInt(mask >>> 0));
+    else kvm.mmu?.writeProtectPtMasked(slot, w * 32, mask >>> 0);
+  }
+  if (any) flushRemoteTlbs(kvm);
+  return copy;
+}

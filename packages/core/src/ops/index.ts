@@ -1,0 +1,5 @@
+export * from './table';
+export * from './types';
+export * from './x86-ops';
+export * from './backend';
+export * from './bind';

@@ -1,0 +1,144 @@
+/**
+ * The emulated side: a minimal 64-bit user-mode environment set up directly in CpuState
+ * (CS.L=1 at CPL 3, 4-level paging over a small guest RAM in HostMemory), the same code and
+ * data addresses as the native runner, and guest-mode rules under which every exception
+ * exits. Each case runs exactly one instruction (`runGuest(rules, 1)`); the instruction is
+ * followed by HLT, which faults (#GP) at CPL 3 if the processor ran past its budget.
+ *
+ * The processor caches decoded code per guest-physical page, and the harness writes guest
+ * RAM behind its back; so all instructions of a chunk are laid out first (one 32-byte slot
+ * per case in a 64 KiB code region) and a fresh processor runs the chunk.
+ */
+import { HostMemory } from '../../../src/mmu/host-memory';
+import { X86Cpu, GuestPhysMap } from '../../../src/cpu/x86-cpu';
+import { GuestExitKind, GuestModeRules, InterceptInsn } from '../../../src/cpu/guest-mode';
+import { VcpuSreg } from '../../../src/ops/types';
+import { CODE_ADDR, DATA_ADDR, DiffInput, DiffOutput, PAGE_SIZE } from './native';
+import { hostCpuVendor } from './forms';
+
+export const SLOT_SIZE = 32;
+const CODE_PAGES = 16;
+export const SLOTS_PER_CHUNK = (CODE_PAGES * PAGE_SIZE) / SLOT_SIZE;
+
+// Guest-physical layout.
+const GPA_PML4 = 0x0000;
+const GPA_PDPT = 0x1000;
+const GPA_PD = 0x2000;
+const GPA_PT_CODE = 0x3000;
+const GPA_PT_DATA = 0x4000;
+const GPA_CODE = 0x10000;
+const GPA_DATA = GPA_CODE + CODE_PAGES * PAGE_SIZE;
+const RAM_SIZE = GPA_DATA + PAGE_SIZE;
+
+const PTE_P = 1, PTE_RW = 2, PTE_US = 4;
+const HLT = 0xf4;
+
+/** Rules of a guest that intercepts nothing but wants every exception as an exit. */
+export function exceptionExitRules(): GuestModeRules {
+  return {
+    insn: new Uint8Array(InterceptInsn.COUNT),
+    exceptionExits: () => true,
+    ioExits: () => true,
+    msrExits: () => true,
+    crWriteExits: () => false,
+    crReadExits: () => false,
+    crReadValue: (_cr, real) => real,
+    drExits: () => false,
+    irqWindowExiting: false,
+    nmiWindowExiting: false,
+    shutdownExits: true,
+    tdp: null,
+    tlbTag: 0,
+    monitorTrapFlag: false,
+    preemptionDeadlineTsc: -1n,
+  };
+}
+
+export class EmulatorEnv {
+  readonly host = new HostMemory();
+  readonly ram = new Uint8Array(RAM_SIZE);
+  private readonly ramHpa: number;
+  private readonly view: DataView;
+  readonly phys: GuestPhysMap;
+  readonly rules = exceptionExitRules();
+  cpu: X86Cpu | null = null;
+  private chunk: readonly DiffInput[] = [];
+
+  constructor() {
+    this.ramHpa = this.host.map(this.ram, 'diff-guest-ram');
+    this.view = new DataView(this.ram.buffer);
+    const base = this.ramHpa;
+    this.phys = { gpaToHpa: (gpa: number) => (gpa >= 0 && gpa < RAM_SIZE ? base + gpa : -1) };
+    const pte = (at: number, target: number) => this.view.setBigUint64(at, BigInt(target | PTE_P | PTE_RW | PTE_US), true);
+    pte(GPA_PML4 + 8 * 0, GPA_PDPT);
+    pte(GPA_PDPT + 8 * 0, GPA_PD);
+    pte(GPA_PD + 8 * ((CODE_ADDR >>> 21) & 511), GPA_PT_CODE);
+    pte(GPA_PD + 8 * ((DATA_ADDR >>> 21) & 511), GPA_PT_DATA);
+    for (let i = 0; i < CODE_PAGES; i++) pte(GPA_PT_CODE + 8 * (((CODE_ADDR >>> 12) + i) & 511), GPA_CODE + i * PAGE_SIZE);
+    pte(GPA_PT_DATA + 8 * ((DATA_ADDR >>> 12) & 511), GPA_DATA);
+  }
+
+  /** Lay out a chunk of at most SLOTS_PER_CHUNK cases and start a fresh processor for it. */
+  load(chunk: readonly DiffInput[]): void {
+    if (chunk.length > SLOTS_PER_CHUNK) throw new Error(`chunk of ${chunk.length} cases exceeds ${SLOTS_PER_CHUNK}`);
+    this.chunk = chunk;
+    this.ram.fill(HLT, GPA_CODE, GPA_CODE + CODE_PAGES * PAGE_SIZE);
+    chunk.forEach((c, i) => this.ram.set(c.bytes, GPA_CODE + i * SLOT_SIZE));
+    this.cpu = new X86Cpu(this.host, this.phys, { vendor: hostCpuVendor() });
+    this.setupLongMode(this.cpu);
+  }
+
+  private setupLongMode(cpu: X86Cpu): void {
+    const s = cpu.state;
+    s.cr0 = 0x80050033n; // PG AM WP NE ET MP PE
+    s.cr4 = 0x6a0n; // PAE PGE OSFXSR OSXMMEXCPT
+    s.cr3 = BigInt(GPA_PML4);
+    s.efer = 0xd01n; // SCE LME LMA NXE
+    s.cpl = 3;
+    const flat = (selector: number, type: number, l: number, db: number, dpl = 3) => ({
+      selector, base: 0n, limit: 0xffffffff, type, s: 1, dpl, present: 1, avl: 0, l, db, g: 1, unusable: 0,
+    });
+    s.setSegment(VcpuSreg.CS, flat(0x33, 0xb, 1, 0));
+    for (const seg of [VcpuSreg.SS, VcpuSreg.DS, VcpuSreg.ES, VcpuSreg.FS, VcpuSreg.GS]) s.setSegment(seg, flat(0x2b, 0x3, 0, 1));
+    s.setSegment(VcpuSreg.TR, { selector: 0x40, base: 0n, limit: 0x67, type: 0xb, s: 0, dpl: 0, present: 1, avl: 0, l: 0, db: 0, g: 0, unusable: 0 });
+    s.setSegment(VcpuSreg.LDTR, { selector: 0, base: 0n, limit: 0, type: 0x2, s: 0, dpl: 0, present: 0, avl: 0, l: 0, db: 0, g: 0, unusable: 1 });
+    s.gdtrBase = 0n;
+    s.gdtrLimit = 0x7f;
+    s.idtrBase = 0n;
+    s.idtrLimit = 0xfff;
+  }
+
+  /** Run case `slot` of the loaded chunk for one instruction. */
+  run(slot: number): DiffOutput & { rip: bigint } {
+    const c = this.chunk[slot];
+    const cpu = this.cpu!;
+    const s = cpu.state;
+    for (let i = 0; i < 16; i++) {
+      s.gprLo[i] = Number(c.regs[i] & 0xffffffffn) | 0;
+      s.gprHi[i] = Number(c.regs[i] >> 32n) | 0;
+    }
+    s.rflags = (c.rflags & 0xcd5) | 0x202; // arithmetic flags + DF from the case; IF=1 as in user mode
+    s.rip = BigInt(CODE_ADDR + slot * SLOT_SIZE);
+    s.activity = 0;
+    s.stiShadow = false;
+    s.movSsShadow = false;
+    cpu.injection.valid = false;
+    this.ram.fill(0xcc, GPA_DATA, GPA_DATA + PAGE_SIZE);
+    this.ram.set(c.mem, GPA_DATA + c.memOff);
+
+    let vector = -1;
+    let note: string | undefined;
+    try {
+      const kind = cpu.runGuest(this.rules, 1);
+      if (kind === GuestExitKind.EXCEPTION) vector = cpu.exit.vector;
+      else if (kind !== GuestExitKind.BUDGET) { vector = -2; note = `unexpected exit ${GuestExitKind[kind]}`; }
+    } catch (e) {
+      vector = -3;
+      note = `runGuest threw: ${(e as Error).message}`;
+    }
+    const regs = new BigUint64Array(16);
+    for (let i = 0; i < 16; i++) regs[i] = (BigInt(s.gprHi[i] >>> 0) << 32n) | BigInt(s.gprLo[i] >>> 0);
+    const mem = this.ram.slice(GPA_DATA + c.memOff, GPA_DATA + c.memOff + c.mem.length);
+    return { vector, regs, rflags: s.rflags, mem, note, rip: s.rip };
+  }
+}
