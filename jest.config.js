@@ -5,7 +5,7 @@ module.exports = {
   roots: ['<rootDir>/packages'],
   testMatch: ['**/test/**/*.test.ts'],
   transform: {
-    '^.+\\.ts$': ['ts-jest', { isolatedModules: true, tsconfig: '<rootDir>/tsconfig.test.json' }],
+    '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.test.json' }],
   },
   moduleNameMapper: {
     '^@tsvisor/(core|vmx|svm|cli|testkit)$': '<rootDir>/packages/$1/src/index.ts',

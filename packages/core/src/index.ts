@@ -12,3 +12,6 @@ export * from './cpu/state';
 export * from './cpu/guest-mode';
 export * from './cpu/x86-cpu';
 export * from './irqchip/irq-source';
+/** tsyringe's root container and type, re-exported so users register backends without importing tsyringe first. */
+export { container } from 'tsyringe';
+export type { DependencyContainer } from 'tsyringe';

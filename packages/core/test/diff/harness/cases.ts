@@ -288,18 +288,18 @@ const SEG_NONE = Register.None;
 
 /** Shared encoder/formatter (wasm objects live for the whole test file). */
 let encoder: Encoder | null = null;
-let memOps: MemoryOperand[] | null = null;
 
 function getEncoder(): Encoder {
   return (encoder ??= new Encoder(64));
 }
 
+/**
+ * The memory operand: absolute [disp32] with no base or index (SIB form), so every register
+ * stays free; displSize 4 makes iced use a 0x67 address-size prefix (32-bit addressing).
+ * A fresh object each time: iced's create* functions take ownership of it.
+ */
 function memOperand(addr32: boolean): MemoryOperand {
-  memOps ??= [
-    new MemoryOperand(Register.None, Register.None, 1, BigInt(DATA_ADDR + MEM_OPERAND_OFF), 8, false, SEG_NONE),
-    new MemoryOperand(Register.None, Register.None, 1, BigInt(DATA_ADDR + MEM_OPERAND_OFF), 4, false, SEG_NONE),
-  ];
-  return memOps[addr32 ? 1 : 0];
+  return new MemoryOperand(Register.None, Register.None, 1, BigInt(DATA_ADDR + MEM_OPERAND_OFF), addr32 ? 4 : 8, false, SEG_NONE);
 }
 
 type Arg = { r: Register } | { m: MemoryOperand } | { i: number; signed: boolean };
@@ -372,6 +372,7 @@ export function generateCases(form: Form, count: number, seed: number, firstInde
         bytes = enc.takeBuffer();
         icedUndefined = icedFlagsToRflags(ins.rflagsUndefined);
       } catch {
+        enc.takeBuffer(); // drop any partial output of the failed encoding
         continue; // e.g. AH with a REX prefix: choose registers again
       } finally {
         ins.free();
