@@ -33,6 +33,7 @@ export interface KvmCreateOptions {
 /** Counters for `--stats` and the benchmarks. */
 export interface KvmStats {
   exits: number;
+  cpuidExits: number;
   msrReads: number;
   msrWrites: number;
   pioExits: number;
@@ -70,7 +71,7 @@ export class Kvm {
   vendor: unknown = null;
   /** Host-physical base of the vmSize bytes reserved for the backend's per-VM structures. */
   readonly vendorArea: number;
-  readonly stats: KvmStats = { exits: 0, msrReads: 0, msrWrites: 0, pioExits: 0, mmioExits: 0, hypercalls: 0, haltExits: 0, irqInjections: 0 };
+  readonly stats: KvmStats = { exits: 0, cpuidExits: 0, msrReads: 0, msrWrites: 0, pioExits: 0, mmioExits: 0, hypercalls: 0, haltExits: 0, irqInjections: 0 };
   private traceSink: TraceSink | null = null;
   private traceEvents: ReadonlySet<string> | null = null;
   private destroyed = false;
