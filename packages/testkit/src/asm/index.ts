@@ -1,0 +1,4 @@
+export * from './registers';
+export * from './operands';
+export * from './assembler';
+export * from './disasm';

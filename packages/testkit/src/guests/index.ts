@@ -1,0 +1,4 @@
+export * from './serial';
+export * from './boot';
+export * from './demo';
+export * from './multiboot';
