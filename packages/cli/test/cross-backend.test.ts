@@ -3,10 +3,10 @@
  * vendor's CPUID reports), identical vendor-neutral exit counts, each backend counting exits in
  * its own vocabulary, and the FS base read back through each backend's getMsr hook.
  */
-import { Kvm, KvmExitReason, KVM_EXIT_IO_OUT, KVM_EXIT_IO_IN, MSR, BackendClass } from '@tsvisor/core';
+import { KvmExitReason, MSR, BackendClass } from '@tsvisor/core';
 import { VmxBackend } from '@tsvisor/vmx';
 import { SvmBackend } from '@tsvisor/svm';
-import { buildDemoGuest, DEMO_FS_BASE } from '@tsvisor/testkit';
+import { bootGuest, buildDemoGuest, DEMO_FS_BASE, runUntilStop } from '@tsvisor/testkit';
 
 interface Outcome {
   serial: string;
@@ -18,34 +18,16 @@ interface Outcome {
 }
 
 function runDemo(Backend: BackendClass): Outcome {
-  const demo = buildDemoGuest();
-  const kvm = Kvm.create({ backend: Backend });
-  kvm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 4n << 20n });
-  kvm.slot(0)!.userspace.set(demo.image, demo.loadAddress);
-  const vcpu = kvm.createVcpu(0);
-  const s = vcpu.getSregs();
-  const code = { ...s.cs, selector: demo.cs, base: BigInt(demo.cs * 16), limit: 0xffff };
-  vcpu.setSregs({ ...s, cs: code });
-  vcpu.setRegs({ ...vcpu.getRegs(), rip: BigInt(demo.ip), rflags: 2n });
-  let serial = '';
-  for (let i = 0; i < 10_000; i++) {
-    const run = vcpu.runVcpu();
-    if (run.exitReason === KvmExitReason.KVM_EXIT_IO) {
-      if (run.io.direction === KVM_EXIT_IO_OUT && run.io.port === 0x3f8) serial += String.fromCharCode(run.ioData[0]);
-      else if (run.io.direction === KVM_EXIT_IO_IN) run.ioData.fill(run.io.port === 0x3fd ? 0x60 : 0xff);
-      continue;
-    }
-    if (run.exitReason === KvmExitReason.KVM_EXIT_INTR) continue;
-    return {
-      serial,
-      fsBase: vcpu.getMsr(MSR.FS_BASE),
-      stats: { ...kvm.stats },
-      exitNames: [...vcpu.exitCounts.keys()].sort(),
-      exitTotal: [...vcpu.exitCounts.values()].reduce((a, b) => a + b, 0),
-      finalExit: run.exitReason,
-    };
-  }
-  throw new Error('demo did not finish');
+  const { kvm, vcpu } = bootGuest(Backend, buildDemoGuest());
+  const out = runUntilStop(vcpu);
+  return {
+    serial: out.serial,
+    fsBase: vcpu.getMsr(MSR.FS_BASE),
+    stats: { ...kvm.stats },
+    exitNames: [...vcpu.exitCounts.keys()].sort(),
+    exitTotal: [...vcpu.exitCounts.values()].reduce((a, b) => a + b, 0),
+    finalExit: out.exitReason,
+  };
 }
 
 describe('the demo guest on both backends', () => {

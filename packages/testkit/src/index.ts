@@ -6,3 +6,4 @@ export * from './asm';
 export * from './guests';
 /** iced-x86's instruction codes and objects, for `Assembler.op()` and `Assembler.emit()`. */
 export { Code, Instruction, Register as IcedRegister } from 'iced-x86';
+export * from './run';
