@@ -7,3 +7,4 @@ export * from './guests';
 /** iced-x86's instruction codes and objects, for `Assembler.op()` and `Assembler.emit()`. */
 export { Code, Instruction, Register as IcedRegister } from 'iced-x86';
 export * from './run';
+export * from './conformance';

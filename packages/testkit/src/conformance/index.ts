@@ -1,0 +1,3 @@
+export * from './scenarios';
+export * from './suite';
+export * from './guest-helpers';
