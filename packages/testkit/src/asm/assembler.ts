@@ -722,8 +722,9 @@ export class Assembler {
       const c = codeOf(`In_${w}_DX`);
       return this.ins(() => Instruction.createRegReg(c, dst.id, Register.DX));
     }
+    if (!Number.isInteger(port) || port < 0 || port > 0xff) throw new Error(`in: immediate port 0x${port.toString(16)} is not 0..0xff (use dx)`);
     const c = codeOf(`In_${w}_imm8`);
-    return this.ins(() => Instruction.createRegU32(c, dst.id, port & 0xff));
+    return this.ins(() => Instruction.createRegU32(c, dst.id, port));
   }
 
   /** `out imm8|dx, al|ax|eax` */
@@ -734,8 +735,9 @@ export class Assembler {
       const c = codeOf(`Out_DX_${w}`);
       return this.ins(() => Instruction.createRegReg(c, Register.DX, src.id));
     }
+    if (!Number.isInteger(port) || port < 0 || port > 0xff) throw new Error(`out: immediate port 0x${port.toString(16)} is not 0..0xff (use dx)`);
     const c = codeOf(`Out_imm8_${w}`);
-    return this.ins(() => Instruction.createU32Reg(c, port & 0xff, src.id));
+    return this.ins(() => Instruction.createU32Reg(c, port, src.id));
   }
 
   // ---- string instructions --------------------------------------------------------------

@@ -49,8 +49,10 @@ function eq<T>(actual: T, expected: T, scenario: string, what: string): void {
   if (actual !== expected) throw new ConformanceError(scenario, `${what}: expected ${fmt(expected)}, got ${fmt(actual)}`);
 }
 
-const REPORT = 0x500;
-const SYNC = 0x501;
+/** Ports the scenario guests use (8-bit immediates; no device claims them without a platform). */
+const REPORT = 0x50;
+const SYNC = 0x51;
+const SHADOW_MARK = 0x52;
 
 /** Collect 32-bit OUTs to REPORT as a list, answering SYNC with `onSync`. */
 function runReporting(vcpu: KvmVcpu, onSync?: (n: number) => void, inValues: Record<number, number> = {}): { out: RunOutcome; reports: number[]; ports: number[] } {
@@ -138,26 +140,27 @@ export const SCENARIOS: Scenario[] = [
     run(backend, o) {
       const g = guest((a) => {
         a.mov(eax, 0x11223344);
-        a.out(0x510, al).out(0x512, ax).out(0x514, eax);
-        a.mov(rax, -1).in(al, 0x520).mov(rbx, rax);
-        a.mov(rax, -1).in(ax, 0x522).mov(rcx, rax);
-        a.mov(rax, -1).in(eax, 0x524);
+        a.out(0x54, al).out(0x56, ax).out(0x58, eax);
+        a.mov(rax, -1).in(al, 0x5a).mov(rbx, rax);
+        a.mov(rax, -1).in(ax, 0x5c).mov(rcx, rax);
+        a.mov(rax, -1).in(eax, 0x5e);
         a.hlt();
       });
       const { vcpu, kvm } = bootGuest(backend, g);
       const outs: string[] = [];
+      const record = (p: number, sz: number, v: number) => outs.push(`${p.toString(16)}/${sz}/${v.toString(16)}`);
       const out = runUntilStop(vcpu, {
         ports: {
-          0x510: { out: (p, s, v) => outs.push(`${p.toString(16)}/${s}/${v.toString(16)}`) },
-          0x512: { out: (p, s, v) => outs.push(`${p.toString(16)}/${s}/${v.toString(16)}`) },
-          0x514: { out: (p, s, v) => outs.push(`${p.toString(16)}/${s}/${v.toString(16)}`) },
-          0x520: { in: () => 0x5a },
-          0x522: { in: () => 0xbeef },
-          0x524: { in: () => 0xdeadbeef },
+          0x54: { out: record },
+          0x56: { out: record },
+          0x58: { out: record },
+          0x5a: { in: () => 0x5a },
+          0x5c: { in: () => 0xbeef },
+          0x5e: { in: () => 0xdeadbeef },
         },
       });
       halted(this.name, out);
-      eq(outs.join(' '), '510/1/44 512/2/3344 514/4/11223344', this.name, 'OUT data');
+      eq(outs.join(' '), '54/1/44 56/2/3344 58/4/11223344', this.name, 'OUT data');
       const r = vcpu.getRegs();
       eq(r.rbx, 0xffffffffffffff5an, this.name, 'IN AL merges');
       eq(r.rcx, 0xffffffffffffbeefn, this.name, 'IN AX merges');
@@ -267,7 +270,7 @@ export const SCENARIOS: Scenario[] = [
         a.mov(eax, 0x1f);
         rep(a, eax); // still IF=0: the interrupt must not arrive before this
         a.sti();
-        a.out(0x502, al); // in the STI shadow: executes before the interrupt
+        a.out(SHADOW_MARK, al); // in the STI shadow: executes before the interrupt
         a.hlt();
         a.here('irq_handler');
         a.mov(eax, 0x41);
@@ -280,7 +283,7 @@ export const SCENARIOS: Scenario[] = [
       halted(this.name, out);
       eq(reports.join(','), '31,65', this.name, 'reports (0x1f before the interrupt, then the handler)');
       const order = ports.filter((p) => p !== SYNC).map((p) => p.toString(16)).join(',');
-      eq(order, '500,502,500', this.name, 'port order (STI shadow)');
+      eq(order, [REPORT, SHADOW_MARK, REPORT].map((p) => p.toString(16)).join(','), this.name, 'port order (STI shadow)');
       eq(kvm.stats.irqInjections, 1, this.name, 'injections');
     },
   },

@@ -2,3 +2,4 @@ export * from './serial';
 export * from './boot';
 export * from './demo';
 export * from './multiboot';
+export * from './bench';
