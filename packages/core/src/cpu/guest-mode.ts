@@ -64,6 +64,11 @@ export enum GuestExitKind {
   APIC_ACCESS,
   VIRTUALIZED_EOI,
   APIC_WRITE,
+  /**
+   * Not an exit: the processor executed HLT (not intercepted) and is idle (state.activity = 1).
+   * runGuest returns it at once while halted; an injection or an open window wakes it.
+   */
+  HALTED,
 }
 
 /** CR access types, in the SDM's qualification order (Table 28-3). */
@@ -127,6 +132,8 @@ export class GuestExit {
   gpr = 0;
   /** The value being written (MOV to CR/DR, LMSW source, XSETBV, WRMSR EDX:EAX). */
   value = 0n;
+  /** MSR_READ / MSR_WRITE: the MSR index (ECX). */
+  msrIndex = 0;
 
   port = 0;
   size = 0;

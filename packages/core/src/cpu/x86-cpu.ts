@@ -1,10 +1,29 @@
 import type { HostMemory } from '../mmu/host-memory';
 import { CpuState } from './state';
-import { EventType, GuestExit, GuestExitKind, GuestModeRules, PendingInjection } from './guest-mode';
+import {
+  ACCESS_FETCH, ACCESS_PAGE_WALK, ACCESS_READ, ACCESS_WRITE, ACCESS_USER,
+  EventType, GuestExit, GuestExitKind, GuestModeRules, InterceptInsn, PendingInjection,
+} from './guest-mode';
+import {
+  AC, ARITH, CF, DF, IF, NT, OF, PF, RF, SF, TF, VM, ZF, AF,
+  A_DB, A_L, A_P, A_S, A_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, CR4_PCIDE, CR4_PSE,
+  CR4_SMAP, CR4_SMEP, CS, DS, ES, FS, GS, LDTR, SS, TR, EFER_LMA, EFER_NXE,
+  P_SR, P_SW, P_SX, P_UR, P_UW, P_UX, MAXPHYADDR, GP, PF_VEC, SS_VEC, NP, TS, DF_VEC, DB, UD,
+  CR4_PGE, IOPL, VIF, VIP, ID,
+} from './consts';
+import type { Op } from './op';
+import { decodeBlock, Block, decodeOne } from './decode';
+import { cpuidLeaf } from './cpuid';
+import { idtDeliver } from './sys';
 
 /** Guest-physical to host-physical without TDP: core's memslots. -1: not backed (MMIO). */
 export interface GuestPhysMap {
   gpaToHpa(gpa: number): number;
+  /**
+   * Optional: like gpaToHpa but for a write; -1 when the GPA is not writable RAM (a
+   * KVM_MEM_READONLY slot), so the write is treated as MMIO. Without it all RAM is writable.
+   */
+  gpaToHpaForWrite?(gpa: number): number;
 }
 
 /**
@@ -40,11 +59,76 @@ export type CpuVendor = 'intel' | 'amd';
 export interface X86CpuOptions {
   /** The emulated hardware's vendor: what its own CPUID says and where Intel and AMD behave differently. */
   vendor: CpuVendor;
+  /** Seed of the RDRAND/RDSEED source (deterministic; default 1). */
+  rngSeed?: number;
+}
+
+/** The default port bus: reads float high (all ones), writes are dropped. */
+const NO_PORTS: PortBus = {
+  in: (_p, size) => (size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff),
+  out: () => undefined,
+};
+
+/** A rules object with no intercepts: used outside guest mode (emulateInstruction). */
+function noRules(): GuestModeRules {
+  return {
+    insn: new Uint8Array(InterceptInsn.COUNT),
+    exceptionExits: () => false,
+    ioExits: () => false,
+    msrExits: () => false,
+    crWriteExits: () => false,
+    crReadExits: () => false,
+    crReadValue: (_cr, real) => real,
+    drExits: () => false,
+    irqWindowExiting: false,
+    nmiWindowExiting: false,
+    shutdownExits: false,
+    tdp: null,
+    tlbTag: 0,
+    monitorTrapFlag: false,
+    preemptionDeadlineTsc: -1n,
+  };
+}
+
+// Pending-event codes (X86Cpu.pend).
+/** An exception is pending delivery (excVec/excErr/excHasErr/excAddr). */
+export const PEND_EXC = 1;
+/** `exit` is filled; runGuest returns it. */
+export const PEND_EXIT = 2;
+/** emulateInstruction: an MMIO read needs userspace; abandon the instruction. */
+export const PEND_USER = 3;
+/** emulateInstruction: cannot emulate. */
+export const PEND_UNHANDLED = 4;
+
+// Lazy-flag producers (X86Cpu.fOp).
+export const F_EAGER = 0, F_ADD = 1, F_ADC = 2, F_SUB = 3, F_SBB = 4, F_LOGIC = 5, F_INC = 6, F_DEC = 7;
+
+const TLB_BITS = 11;
+const TLB_SIZE = 1 << TLB_BITS;
+const TLB_MASK = TLB_SIZE - 1;
+const TWO32 = 4294967296;
+
+const PARITY = new Uint8Array(256);
+for (let i = 0; i < 256; i++) {
+  let p = 1;
+  for (let b = i; b; b >>= 1) p ^= b & 1;
+  PARITY[i] = p ? PF : 0;
+}
+
+/** Translated code of one guest-physical (host-physical) page. */
+class CodePage {
+  readonly blocks = new Map<number, Block>();
+  /** Which bytes of the page lie in a decoded instruction: a write elsewhere keeps the cache. */
+  readonly covered = new Uint8Array(4096);
+  constructor(readonly hpa: number) {}
 }
 
 /**
  * The emulated x86-64 processor: the hardware every backend virtualizes.
  * See docs/architecture.md ("The processor") for its tiers, TLB and invalidation rules.
+ *
+ * Fields marked "internal" are the interpreter's hot state, public only so the operation
+ * modules (ops.ts, sys.ts) can reach them without indirection.
  */
 export class X86Cpu {
   readonly state = new CpuState();
@@ -55,18 +139,1350 @@ export class X86Cpu {
   };
   /** Set from another context (a kick) to make runGuest stop at the next boundary with EXTERNAL_INTERRUPT. */
   kick = false;
+  /** Port I/O that guest mode does not intercept (default: reads all ones, writes ignored). */
+  ports: PortBus = NO_PORTS;
+
+  // ---- internal: registers ----
+  /** internal: GPR low halves (aliases state.gprLo). */
+  readonly r: Int32Array;
+  /** internal: GPR high halves (aliases state.gprHi). */
+  readonly rh: Int32Array;
+  /** internal: RIP as a double (legacy modes: 0..2^32-1; 64-bit: the signed canonical value). */
+  rip = 0;
+  /** internal: RFLAGS without the six status flags (those are lazy, see fOp). */
+  fl = 2;
+  /** internal: lazy flags: producer, operand size, operands and result as lo/hi halves. */
+  fOp = F_EAGER; fSz = 4; fA = 0; fAh = 0; fB = 0; fBh = 0; fR = 0; fRh = 0; fCin = 0;
+  /** internal: the status flags when fOp is F_EAGER, and CF for INC/DEC. */
+  fE = 0;
+  /** internal: out-parameter for the high half of a 64-bit value. */
+  vh = 0;
+
+  // ---- internal: mode ----
+  /** internal: code size of CS: 16, 32 or 64. */
+  bits = 16;
+  /** internal: stack address size in bytes (2, 4 or 8). */
+  ssz = 2;
+  pe = false; pg = false; pae = false; la57 = false; lma = false; wp = false; nxe = false;
+  smep = false; smap = false; pcide = false; pse = false; pge = false;
+  /** internal: TLB permission bit required for data reads / writes / fetches at the current CPL. */
+  accR = P_SR; accW = P_SW; accX = P_SX;
+  /** internal: TLB context (tlbTag << 12 | PCID). */
+  ctx = 0;
+  /** internal: legacy-mode linear base of each segment register (uint32). */
+  readonly segBase = new Float64Array(8);
+  /** internal: per segment, 1 = reads need no limit/type check, 2 = writes need none (flat). */
+  readonly segFast = new Uint8Array(8);
+
+  // ---- internal: events ----
+  /** internal: pending event (PEND_*), 0 when none. */
+  pend = 0;
+  excVec = 0; excErr = 0; excHasErr = false; excAddr = 0;
+  /** internal: set when translated code was dropped or the mode changed: leave the block. */
+  brk = false;
+  /** internal: an instruction set the STI / MOV SS shadow this step. */
+  shadowSet = false;
+  /** internal: retired-instruction count of the current runGuest call. */
+  retired = 0;
+  /** internal: state.tsc at entry, as a double. */
+  tscBase = 0;
+  /** internal: the guest-mode rules in force. */
+  rules: GuestModeRules;
+  /** internal: emulateInstruction in progress (MMIO goes to `mmio`, exceptions to `injection`). */
+  emu = false;
+  mmio: MmioBus | null = null;
+  /** internal: the event being delivered (for exit.vectoring), valid while delivering. */
+  dlvValid = false; dlvType = 0; dlvVec = 0; dlvErr = 0; dlvHasErr = false; dlvLen = 0;
+  /** internal: instruction being executed (for exits). */
+  curOp: Op | null = null;
+  /** internal: random source state (xorshift32) for RDRAND/RDSEED. */
+  rng = 1;
+  /** internal: DR7 breakpoints armed (slow path checks). */
+  dbgArmed = false;
+  /** internal: descriptor scratch (sys.ts): low/high dwords, linear address, bytes 8..11 of a 16-byte descriptor. */
+  dLo = 0; dHi = 0; dLin = 0; dHi2 = 0;
+  /** internal: stack read from the TSS (sys.ts). */
+  tssSs = 0; tssSpLo = 0; tssSpHi = 0;
+  /** internal: high half of a 64-bit far-pointer offset. */
+  farHi = 0;
+  /** internal: scratch registers (POPA, CPUID). */
+  readonly scratch = new Int32Array(16);
+  /** internal: 128-bit product words (MUL/IMUL 64). */
+  readonly m128 = new Float64Array(4);
+
+  // ---- internal: software TLB (direct-mapped, 4 KiB entries) ----
+  readonly tPage = new Float64Array(TLB_SIZE).fill(NaN);
+  readonly tCtx = new Int32Array(TLB_SIZE);
+  /** Permissions usable on the fast path (writes stripped on pages holding translated code). */
+  readonly tPerm = new Int32Array(TLB_SIZE);
+  /** Permissions the page tables grant. */
+  readonly tPermReal = new Int32Array(TLB_SIZE);
+  readonly tOff = new Int32Array(TLB_SIZE);
+  readonly tHpa = new Float64Array(TLB_SIZE);
+  readonly tGlobal = new Uint8Array(TLB_SIZE);
+  /** log2 of the page size the entry came from (12, 21, 22, 30): INVLPG drops the whole page. */
+  readonly tShift = new Uint8Array(TLB_SIZE);
+  readonly tBuf: Uint8Array[] = new Array<Uint8Array>(TLB_SIZE);
+  private largeEntries = 0;
+  /** Bumped on every TLB invalidation: block chains check it. */
+  tlbGen = 0;
+
+  // ---- internal: translated code ----
+  readonly codePages = new Map<number, CodePage>();
+  /** Physical-access scratch (physLoc). */
+  pBuf: Uint8Array = new Uint8Array(0);
+  pOff = 0;
+  pHpa = 0;
+  private lastRegion: { base: number; bytes: Uint8Array } | null = null;
+  private readonly mmioBuf = new Uint8Array(16);
+  mmioGpa = 0;
 
   constructor(
     readonly host: HostMemory,
     readonly phys: GuestPhysMap,
     readonly options: X86CpuOptions,
-  ) {}
+  ) {
+    this.r = this.state.gprLo;
+    this.rh = this.state.gprHi;
+    this.rules = noRules();
+    const empty = new Uint8Array(0);
+    for (let i = 0; i < TLB_SIZE; i++) this.tBuf[i] = empty;
+    this.rng = (options.rngSeed ?? 1) | 0 || 1;
+    this.resetState();
+  }
+
+  /** Put the register file in the architectural power-on state (SDM Vol. 3A 10.1.1): real mode at F000:FFF0. */
+  resetState(): void {
+    const s = this.state;
+    s.gprLo.fill(0); s.gprHi.fill(0);
+    s.gprLo[2] = this.options.vendor === 'amd' ? 0x00800f12 : 0x000306a9;
+    s.rip = 0xfff0n;
+    s.rflags = 2;
+    for (let i = 0; i < 8; i++) {
+      s.segSel[i] = 0; s.segBaseLo[i] = 0; s.segBaseHi[i] = 0; s.segLimit[i] = 0xffff;
+      s.segAttr[i] = 0x93;
+    }
+    s.segSel[CS] = 0xf000; s.segBaseLo[CS] = 0xffff0000 | 0; s.segAttr[CS] = 0x9b;
+    s.segAttr[LDTR] = 0x82; s.segAttr[TR] = 0x8b;
+    s.gdtrBase = 0n; s.gdtrLimit = 0xffff; s.idtrBase = 0n; s.idtrLimit = 0xffff;
+    s.cr0 = 0x60000010n; s.cr2 = 0n; s.cr3 = 0n; s.cr4 = 0n; s.efer = 0n;
+    s.activity = 0; s.cpl = 0;
+    this.flushTlbAll();
+  }
+
+  // =====================================================================================
+  // Public API for backends and core
+  // =====================================================================================
 
   /**
    * Execute in guest mode under `rules` until an exit or until `budget` instructions have
    * retired. Delivers `injection` first if valid. Returns `exit.kind`.
    */
-  runGuest(_rules: GuestModeRules, _budget: number): GuestExitKind {
-    throw new Error('X86Cpu.runGuest: the processor is not built yet');
+  runGuest(rules: GuestModeRules, budget: number): GuestExitKind {
+    this.rules = rules;
+    this.emu = false;
+    this.syncIn();
+    const ex = this.exit;
+    ex.kind = GuestExitKind.NONE;
+    ex.vectoring.valid = false;
+    try {
+      this.runLoop(budget);
+    } catch (e) {
+      // A host bug must not take the VMM down with it; report it as a shutdown-class exit
+      // with the message kept for diagnostics (never reached by a correct guest action).
+      this.hostError = e instanceof Error ? e : new Error(String(e));
+      ex.kind = GuestExitKind.SHUTDOWN;
+      this.state.activity = 2;
+    }
+    this.syncOut();
+    return ex.kind;
   }
+
+  /** The last host error caught by runGuest (a processor bug), or null. */
+  hostError: Error | null = null;
+
+  /**
+   * Execute exactly the one instruction at RIP outside guest mode on core's behalf (KVM's x86
+   * emulator, for MMIO and string I/O): accesses to unbacked GPAs go to `mmio`. Guest
+   * exceptions are queued into `injection` (a #PF also sets CR2, as kvm_inject_page_fault does).
+   */
+  emulateInstruction(mmio: MmioBus): EmulationResult {
+    this.rules = this.emuRules;
+    this.emu = true;
+    this.mmio = mmio;
+    this.syncIn();
+    this.exit.kind = GuestExitKind.NONE;
+    let res = EmulationResult.DONE;
+    // Snapshot what an abandoned instruction could have touched (registers, flags, RIP).
+    const saveLo = this.snapLo, saveHi = this.snapHi;
+    saveLo.set(this.r); saveHi.set(this.rh);
+    const sRip = this.rip, sFl = this.fl;
+    const sF = [this.fOp, this.fSz, this.fA, this.fAh, this.fB, this.fBh, this.fR, this.fRh, this.fCin, this.fE];
+    try {
+      const op = decodeOne(this, this.rip);
+      if (op === null) {
+        res = this.pend === PEND_EXC ? EmulationResult.EXCEPTION : EmulationResult.UNHANDLEABLE;
+      } else {
+        this.curOp = op;
+        const rc = op.fn(this, op);
+        if (rc === 0) this.rip = this.nextRip(op);
+        if (rc !== 2) this.retired++;
+      }
+      if (this.pend === PEND_USER) res = EmulationResult.NEEDS_USERSPACE_READ;
+      else if (this.pend === PEND_UNHANDLED || this.pend === PEND_EXIT) res = EmulationResult.UNHANDLEABLE;
+      else if (this.pend === PEND_EXC) {
+        res = EmulationResult.EXCEPTION;
+        const inj = this.injection;
+        inj.valid = true; inj.type = EventType.HARDWARE_EXCEPTION; inj.vector = this.excVec;
+        inj.hasErrorCode = this.excHasErr; inj.errorCode = this.excErr; inj.insnLength = 0;
+        if (this.excVec === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(this.excAddr));
+      }
+    } catch {
+      res = EmulationResult.UNHANDLEABLE;
+    }
+    if (res !== EmulationResult.DONE) {
+      this.r.set(saveLo); this.rh.set(saveHi);
+      this.rip = sRip; this.fl = sFl;
+      [this.fOp, this.fSz, this.fA, this.fAh, this.fB, this.fBh, this.fR, this.fRh, this.fCin, this.fE] = sF;
+      if (res === EmulationResult.EXCEPTION) { /* RIP stays at the faulting instruction */ }
+    }
+    this.pend = 0;
+    this.emu = false;
+    this.mmio = null;
+    this.syncOut();
+    return res;
+  }
+  private readonly emuRules = noRules();
+  private readonly snapLo = new Int32Array(16);
+  private readonly snapHi = new Int32Array(16);
+
+  /** Flush every TLB entry (all tags, all PCIDs). */
+  flushTlbAll(): void {
+    this.tPage.fill(NaN);
+    this.largeEntries = 0;
+    this.tlbGen++;
+  }
+  /** Flush the entries of one VPID/ASID tag (all PCIDs). */
+  flushTlbTag(tag: number): void {
+    const t = tag & 0xfffff;
+    for (let i = 0; i < TLB_SIZE; i++) if ((this.tCtx[i] >>> 12) === t) this.tPage[i] = NaN;
+    this.tlbGen++;
+  }
+  /** Flush the translation of one guest-virtual address under `tag` (INVVPID individual-address / INVLPGA). */
+  flushTlbGva(tag: number, gva: bigint): void {
+    this.invlpgLin(Number(BigInt.asIntN(64, gva)), tag & 0xfffff, -1);
+  }
+  /** Flush the entries of one PCID under a tag (INVPCID single-context); globals kept unless `all`. */
+  flushTlbPcid(tag: number, pcid: number, includeGlobal = false): void {
+    const c = ((tag & 0xfffff) << 12) | (pcid & 0xfff);
+    for (let i = 0; i < TLB_SIZE; i++) {
+      if (this.tCtx[i] === c && (includeGlobal || !this.tGlobal[i])) this.tPage[i] = NaN;
+    }
+    this.tlbGen++;
+  }
+
+  /**
+   * Someone (core, a device, a backend) wrote `len` bytes at host-physical `hpa`: drop the
+   * translated code of every page the write touched (self-modifying / DMA-modified code).
+   */
+  notifyWrite(hpa: number, len: number): void {
+    if (this.codePages.size === 0) return;
+    let a = hpa;
+    const end = hpa + len;
+    while (a < end) {
+      const page = a - (a % 4096);
+      const n = Math.min(end, page + 4096) - a;
+      this.codeWrite(a, n);
+      a += n;
+    }
+  }
+
+  /** Drop all translated code (e.g. after memslots change). */
+  flushCode(): void {
+    for (const p of this.codePages.values()) for (const b of p.blocks.values()) b.valid = false;
+    this.codePages.clear();
+    for (let i = 0; i < TLB_SIZE; i++) this.tPerm[i] = this.tPermReal[i];
+    this.brk = true;
+  }
+
+  /** Number of translated-code pages (diagnostics and tests). */
+  get codePageCount(): number {
+    return this.codePages.size;
+  }
+
+  // =====================================================================================
+  // State synchronisation (CpuState <-> hot fields)
+  // =====================================================================================
+
+  /** internal: load the hot fields from `state` (VM entry: the backend loaded guest state). */
+  syncIn(): void {
+    const s = this.state;
+    this.fl = (s.rflags & ~ARITH) | 2;
+    this.fOp = F_EAGER;
+    this.fE = s.rflags & ARITH;
+    this.pend = 0;
+    this.brk = false;
+    this.retired = 0;
+    this.tscBase = Number(s.tsc);
+    this.updateMode();
+    this.rip = this.bits === 64 ? (s.ripHi | 0) * TWO32 + (s.ripLo >>> 0) : s.ripLo >>> 0;
+    this.dbgArmed = (Number(s.dr7 & 0xffn) !== 0);
+  }
+
+  /** internal: store the hot fields back into `state` (VM exit). */
+  syncOut(): void {
+    const s = this.state;
+    s.rflags = (this.fl & ~ARITH) | this.getArith() | 2;
+    const rip = this.rip;
+    s.ripLo = rip | 0;
+    s.ripHi = this.bits === 64 ? Math.floor(rip / TWO32) | 0 : 0;
+    if (this.retired) {
+      s.instructionsRetired += this.retired;
+      s.tsc += BigInt(this.retired);
+      this.retired = 0;
+    }
+    this.tscBase = Number(s.tsc);
+  }
+
+  /** internal: recompute mode-derived fields after CR0/CR4/EFER/CS/SS/CPL changes. */
+  updateMode(): void {
+    const s = this.state;
+    const cr0 = Number(s.cr0 & 0xffffffffn);
+    const cr4 = Number(s.cr4 & 0xffffffffn);
+    const efer = Number(s.efer & 0xffffn);
+    this.pe = (cr0 & CR0_PE) !== 0;
+    this.pg = (cr0 & CR0_PG) !== 0;
+    this.wp = (cr0 & CR0_WP) !== 0;
+    this.pae = (cr4 & CR4_PAE) !== 0;
+    this.pse = (cr4 & CR4_PSE) !== 0;
+    this.pge = (cr4 & CR4_PGE) !== 0;
+    this.la57 = (cr4 & CR4_LA57) !== 0;
+    this.smep = (cr4 & CR4_SMEP) !== 0;
+    this.smap = (cr4 & CR4_SMAP) !== 0;
+    this.pcide = (cr4 & CR4_PCIDE) !== 0;
+    this.lma = (efer & EFER_LMA) !== 0;
+    this.nxe = (efer & EFER_NXE) !== 0;
+    const csA = s.segAttr[CS];
+    if (!this.pe) this.bits = 16;
+    else if (this.lma && (csA & A_L)) this.bits = 64;
+    else this.bits = (csA & A_DB) ? 32 : 16;
+    this.ssz = this.bits === 64 ? 8 : (this.pe && (s.segAttr[SS] & A_DB)) ? 4 : 2;
+    // Real mode: CPL 0 (the register keeps its value for VMX's unrestricted guests).
+    const cpl = this.pe ? s.cpl : 0;
+    if (cpl === 3) { this.accR = P_UR; this.accW = P_UW; this.accX = P_UX; } else { this.accR = P_SR; this.accW = P_SW; this.accX = P_SX; }
+    const pcid = this.pcide ? Number(s.cr3 & 0xfffn) : 0;
+    this.ctx = ((this.rules.tlbTag & 0xfffff) << 12) | pcid;
+    for (let i = 0; i < 8; i++) this.segUpdate(i);
+    this.brk = true;
+    this.tlbGen++; // block chains depend on CS base, code size and CPL
+  }
+
+  /** internal: refresh the cached base and fast-check bits of segment `i` after a load. */
+  segUpdate(i: number): void {
+    const s = this.state;
+    this.segBase[i] = s.segBaseLo[i] >>> 0;
+    const a = s.segAttr[i];
+    let f = 0;
+    if (s.segLimit[i] === 0xffffffff && !(a & A_UNUSABLE) && (a & A_S)) {
+      const type = a & 0xf;
+      if (type & 8) { if (type & 2) f = 1; }            // readable code
+      else if (!(type & 4)) f = (type & 2) ? 3 : 1;      // expand-up data
+    }
+    if (!this.pe) f = s.segLimit[i] === 0xffffffff ? 3 : 0;
+    this.segFast[i] = f;
+  }
+
+  /** internal: the CPL (0 in real mode). */
+  get cpl(): number {
+    return this.pe ? this.state.cpl : 0;
+  }
+
+  // =====================================================================================
+  // Lazy flags (SDM Vol. 1 3.4.3.1; status flags computed only when read)
+  // =====================================================================================
+
+  /** internal: the six status flags, materialized. */
+  getArith(): number {
+    const op = this.fOp;
+    if (op === F_EAGER) return this.fE;
+    return this.getCF() | this.getPF() | this.getAF() | this.getZF() | this.getSF() | this.getOF();
+  }
+  /** internal: set all six status flags eagerly from `f` (RFLAGS bit positions). */
+  setArith(f: number): void {
+    this.fOp = F_EAGER;
+    this.fE = f & ARITH;
+  }
+  getCF(): number {
+    switch (this.fOp) {
+      case F_ADD: return ult(this.fR, this.fRh, this.fA, this.fAh);
+      case F_ADC: return this.fCin ? ule(this.fR, this.fRh, this.fA, this.fAh) : ult(this.fR, this.fRh, this.fA, this.fAh);
+      case F_SUB: return ult(this.fA, this.fAh, this.fB, this.fBh);
+      case F_SBB: return this.fCin ? ule(this.fA, this.fAh, this.fB, this.fBh) : ult(this.fA, this.fAh, this.fB, this.fBh);
+      case F_LOGIC: return 0;
+      default: return this.fE & CF;
+    }
+  }
+  getZF(): number {
+    if (this.fOp === F_EAGER) return this.fE & ZF;
+    return (this.fR | (this.fSz === 8 ? this.fRh : 0)) === 0 ? ZF : 0;
+  }
+  getSF(): number {
+    if (this.fOp === F_EAGER) return this.fE & SF;
+    const sz = this.fSz;
+    return (sz === 8 ? this.fRh >>> 31 : (this.fR >>> (sz * 8 - 1)) & 1) ? SF : 0;
+  }
+  getPF(): number {
+    if (this.fOp === F_EAGER) return this.fE & PF;
+    return PARITY[this.fR & 0xff];
+  }
+  getAF(): number {
+    const op = this.fOp;
+    if (op === F_EAGER) return this.fE & AF;
+    if (op === F_LOGIC) return 0;
+    return (this.fA ^ this.fB ^ this.fR) & AF;
+  }
+  getOF(): number {
+    const op = this.fOp;
+    let x: number, xh: number;
+    switch (op) {
+      case F_ADD: case F_ADC: case F_INC:
+        x = (this.fA ^ this.fR) & (this.fB ^ this.fR); xh = (this.fAh ^ this.fRh) & (this.fBh ^ this.fRh); break;
+      case F_SUB: case F_SBB: case F_DEC:
+        x = (this.fA ^ this.fB) & (this.fA ^ this.fR); xh = (this.fAh ^ this.fBh) & (this.fAh ^ this.fRh); break;
+      case F_LOGIC: return 0;
+      default: return this.fE & OF;
+    }
+    const sz = this.fSz;
+    return (sz === 8 ? xh >>> 31 : (x >>> (sz * 8 - 1)) & 1) ? OF : 0;
+  }
+  /** internal: evaluate condition code `cc` (x86 encoding 0..15: O NO B AE E NE BE A S NS P NP L GE LE G). */
+  cond(cc: number): boolean {
+    // Fast paths for compare-and-branch after SUB/CMP of the common sizes.
+    if (this.fOp === F_SUB && this.fSz === 4) {
+      const a = this.fA, b = this.fB;
+      switch (cc) {
+        case 2: return (a >>> 0) < (b >>> 0);
+        case 3: return (a >>> 0) >= (b >>> 0);
+        case 4: return a === b;
+        case 5: return a !== b;
+        case 6: return (a >>> 0) <= (b >>> 0);
+        case 7: return (a >>> 0) > (b >>> 0);
+        case 12: return a < b;
+        case 13: return a >= b;
+        case 14: return a <= b;
+        case 15: return a > b;
+      }
+    }
+    let r: boolean;
+    switch (cc >> 1) {
+      case 0: r = this.getOF() !== 0; break;
+      case 1: r = this.getCF() !== 0; break;
+      case 2: r = this.getZF() !== 0; break;
+      case 3: r = (this.getCF() | this.getZF()) !== 0; break;
+      case 4: r = this.getSF() !== 0; break;
+      case 5: r = this.getPF() !== 0; break;
+      case 6: r = (this.getSF() !== 0) !== (this.getOF() !== 0); break;
+      default: r = this.getZF() !== 0 || ((this.getSF() !== 0) !== (this.getOF() !== 0)); break;
+    }
+    return (cc & 1) ? !r : r;
+  }
+  /** internal: the full RFLAGS value. */
+  getFlags(): number {
+    return (this.fl & ~ARITH) | this.getArith() | 2;
+  }
+  /** internal: set RFLAGS (all bits; callers apply the privilege rules first). */
+  setFlags(f: number): void {
+    this.fl = (f & ~ARITH & 0x3f7fd7) | 2;
+    this.setArith(f);
+  }
+
+  // =====================================================================================
+  // Exceptions and exits
+  // =====================================================================================
+
+  /** internal: raise exception `vec` (fault: RIP stays at the instruction). Returns 2 for op returns. */
+  raise(vec: number, err: number, hasErr: boolean): number {
+    if (this.pend === 0) {
+      this.pend = PEND_EXC;
+      this.excVec = vec;
+      this.excErr = err & 0xffff;
+      if (vec === PF_VEC) this.excErr = err;
+      this.excHasErr = hasErr && this.pe;
+    }
+    return 2;
+  }
+  /** internal: #GP(err). */
+  gp(err: number): number { return this.raise(GP, err, true); }
+  /** internal: #UD. */
+  ud(): number { return this.raise(UD, 0, false); }
+
+  /** internal: fill the exit header for the current instruction (kind, length, bytes, next RIP). */
+  exitInsn(kind: GuestExitKind, op: Op): number {
+    const ex = this.exit;
+    ex.kind = kind;
+    ex.insnLength = op.len;
+    const b = op.bytes;
+    ex.insnBytes.fill(0);
+    ex.insnBytes.set(b.subarray(0, 15));
+    ex.insnBytesCount = b.length;
+    ex.nextRip = this.ripBig(this.nextRip(op));
+    ex.vectoring.valid = false;
+    this.pend = PEND_EXIT;
+    return 2;
+  }
+  /** internal: RIP value (double) as the architectural 64-bit bigint. */
+  ripBig(rip: number): bigint {
+    return BigInt.asUintN(64, BigInt(rip));
+  }
+  /** internal: the address of the instruction after `op`. */
+  nextRip(op: Op): number {
+    const n = this.rip + op.len;
+    if (this.bits === 64) return n;
+    return this.bits === 16 && op.sz !== 4 ? n & 0xffff : n >>> 0;
+  }
+  /** internal: is the instruction intercepted? If so fill an INSTRUCTION exit. */
+  intercepted(which: InterceptInsn, op: Op): boolean {
+    if (this.rules.insn[which] === 0 || this.emu) return false;
+    this.exitInsn(GuestExitKind.INSTRUCTION, op);
+    this.exit.insn = which;
+    return true;
+  }
+
+  // =====================================================================================
+  // The run loop
+  // =====================================================================================
+
+  private runLoop(budget: number): void {
+    const s = this.state;
+    const rules = this.rules;
+    const ex = this.exit;
+    if (s.activity === 2) { ex.kind = GuestExitKind.SHUTDOWN; return; }
+    // Event injection at entry (SDM 26.6; APM 15.20).
+    const inj = this.injection;
+    if (inj.valid) {
+      inj.valid = false;
+      s.activity = 0;
+      const soft = inj.type === EventType.SOFTWARE_INTERRUPT || inj.type === EventType.SOFTWARE_EXCEPTION ||
+        inj.type === EventType.PRIVILEGED_SOFTWARE_EXCEPTION;
+      if (soft) this.rip = this.bits === 64 ? this.rip + inj.insnLength : (this.rip + inj.insnLength) >>> 0;
+      this.deliverEvent(inj.type, inj.vector, inj.errorCode, inj.hasErrorCode, soft ? inj.insnLength : 0, inj.type === EventType.SOFTWARE_INTERRUPT);
+      if (this.pend === PEND_EXIT) { this.pend = 0; return; }
+      this.pend = 0;
+      if (s.activity === 2) return;
+    }
+    let left = budget;
+    let prevBlk: Block | null = null;
+    const deadline = rules.preemptionDeadlineTsc < 0n ? -1 : Number(rules.preemptionDeadlineTsc);
+    for (;;) {
+      // Instruction boundary: events in priority order (SDM 6.9 / 26.7).
+      if (this.kick) { this.kick = false; ex.kind = GuestExitKind.EXTERNAL_INTERRUPT; return; }
+      if (deadline >= 0 && this.tscBase + this.retired >= deadline) { ex.kind = GuestExitKind.PREEMPTION_TIMER; return; }
+      const shadow = s.stiShadow || s.movSsShadow;
+      if (rules.nmiWindowExiting && !s.nmiBlocked && !s.movSsShadow) {
+        ex.kind = GuestExitKind.NMI_WINDOW; this.fillBoundaryExit(); s.activity = 0; return;
+      }
+      if (rules.irqWindowExiting && (this.fl & IF) && !shadow) {
+        ex.kind = GuestExitKind.INTERRUPT_WINDOW; this.fillBoundaryExit(); s.activity = 0; return;
+      }
+      if (s.activity === 1) { ex.kind = GuestExitKind.HALTED; return; }
+      if (s.activity === 2) { ex.kind = rules.shutdownExits ? GuestExitKind.TRIPLE_FAULT : GuestExitKind.SHUTDOWN; return; }
+      if (left <= 0) { ex.kind = GuestExitKind.BUDGET; return; }
+
+      let blk: Block | null = null;
+      const pb = prevBlk as Block | null;
+      if (pb !== null && pb.chainGen === this.tlbGen) {
+        if (pb.c1Rip === this.rip) blk = pb.c1; else if (pb.c2Rip === this.rip) blk = pb.c2;
+        if (blk !== null && !blk.valid) blk = null;
+      }
+      if (blk === null) {
+        blk = this.lookupBlock();
+        if (blk !== null && pb !== null && pb.valid && blk.cacheable) {
+          // Chain pb → blk (SDM-invisible: a cache of the lookup, dropped on any TLB/mode change).
+          if (pb.chainGen !== this.tlbGen) { pb.chainGen = this.tlbGen; pb.c1 = null; pb.c2 = null; pb.c1Rip = NaN; pb.c2Rip = NaN; }
+          if (pb.c1 === null) { pb.c1 = blk; pb.c1Rip = this.rip; } else { pb.c2 = blk; pb.c2Rip = this.rip; }
+        }
+      }
+      prevBlk = null;
+      if (blk === null) {
+        // Instruction fetch faulted or exited.
+        if (this.handlePend()) return;
+        continue;
+      }
+      const ops = blk.ops;
+      let limit = blk.n;
+      const tfStep = (this.fl & TF) !== 0;
+      const single = shadow || tfStep || rules.monitorTrapFlag || this.dbgArmed;
+      if (single) limit = 1;
+      if (limit > left) limit = left;
+      if (deadline >= 0 && deadline - (this.tscBase + this.retired) < limit) limit = Math.max(1, deadline - (this.tscBase + this.retired));
+      this.brk = false;
+      let k = 0;
+      let rc = 0;
+      for (; k < limit; k++) {
+        const op = ops[k];
+        this.curOp = op;
+        rc = op.fn(this, op);
+        if (rc !== 0) break;
+        this.rip = this.rip + op.len;
+        if (this.brk) { k++; break; }
+      }
+      // Ops advanced RIP without wrap; legacy modes wrap EIP at 4 GiB.
+      if (this.bits !== 64 && this.rip > 0xffffffff) this.rip = this.rip >>> 0;
+      let done = k;
+      if (rc === 1) done++;
+      else if (rc === 3) left--; // a partial REP string step: no retirement, but it consumes budget
+      this.retired += done;
+      left -= done;
+      if (single) {
+        if (shadow && !this.shadowSet && (rc <= 1)) { s.stiShadow = false; s.movSsShadow = false; }
+        this.shadowSet = false;
+      } else if (this.shadowSet) this.shadowSet = false;
+      if (rc === 2) {
+        if (this.handlePend()) return;
+        continue;
+      }
+      if (blk.cacheable && blk.valid && !this.brk) prevBlk = blk;
+      if (single && rc <= 1) {
+        if (tfStep && rc !== 3) {
+          // Single-step trap after the instruction (SDM 17.3.1.4).
+          s.dr6 = (s.dr6 & ~0xfn) | 0x4000n;
+          this.raise(DB, 0, false);
+          if (this.handlePend()) return;
+        }
+        if (rules.monitorTrapFlag) { ex.kind = GuestExitKind.MONITOR_TRAP_FLAG; this.fillBoundaryExit(); return; }
+      }
+    }
+  }
+
+  private fillBoundaryExit(): void {
+    const ex = this.exit;
+    ex.insnLength = 0;
+    ex.insnBytesCount = 0;
+    ex.nextRip = this.ripBig(this.rip);
+    ex.vectoring.valid = false;
+  }
+
+  /** Handle `pend` after an instruction stopped; returns true when runGuest must return. */
+  private handlePend(): boolean {
+    const p = this.pend;
+    this.pend = 0;
+    if (p === PEND_EXIT) return true;
+    if (p === PEND_EXC) {
+      this.deliverException(this.excVec, this.excErr, this.excHasErr, this.excAddr);
+      if (this.pend === PEND_EXIT) { this.pend = 0; return true; }
+      this.pend = 0;
+      return this.state.activity === 2 && this.exit.kind !== GuestExitKind.NONE;
+    }
+    return false;
+  }
+
+  /** Deliver (or exit on) a hardware exception raised by an instruction. */
+  deliverException(vec: number, err: number, hasErr: boolean, addr: number): void {
+    if (!this.emu && this.rules.exceptionExits(vec, err)) {
+      this.fillExceptionExit(vec, err, hasErr, addr);
+      return;
+    }
+    if (vec === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(addr));
+    this.deliverEvent(EventType.HARDWARE_EXCEPTION, vec, err, hasErr, 0, false);
+  }
+
+  private fillExceptionExit(vec: number, err: number, hasErr: boolean, addr: number): void {
+    const ex = this.exit;
+    ex.kind = GuestExitKind.EXCEPTION;
+    ex.vector = vec;
+    ex.errorCode = err;
+    ex.hasErrorCode = hasErr;
+    ex.faultAddress = vec === PF_VEC ? BigInt.asUintN(64, BigInt(addr)) : 0n;
+    const op = this.curOp;
+    if (op && this.dlvValid === false) {
+      ex.insnLength = op.len;
+      ex.insnBytesCount = op.bytes.length;
+      ex.insnBytes.fill(0);
+      ex.insnBytes.set(op.bytes.subarray(0, 15));
+    } else {
+      ex.insnLength = 0;
+      ex.insnBytesCount = 0;
+    }
+    ex.nextRip = this.ripBig(this.rip);
+    this.pend = PEND_EXIT;
+  }
+
+  /**
+   * Deliver an event through the IDT (SDM 6.12 / 6.14; APM 8.9). Faults during delivery
+   * combine into #DF or a triple fault (SDM Table 6-5); an exit during delivery records the
+   * event in exit.vectoring.
+   */
+  deliverEvent(type: EventType, vec: number, err: number, hasErr: boolean, insnLen: number, softInt: boolean): void {
+    let t = type, v = vec, e = err, h = hasErr, soft = softInt;
+    this.curOp = null;
+    for (let guard = 0; guard < 4; guard++) {
+      this.dlvValid = true; this.dlvType = t; this.dlvVec = v; this.dlvErr = e; this.dlvHasErr = h; this.dlvLen = insnLen;
+      this.pend = 0;
+      const ext = (t === EventType.SOFTWARE_INTERRUPT || t === EventType.SOFTWARE_EXCEPTION || t === EventType.PRIVILEGED_SOFTWARE_EXCEPTION) ? 0 : 1;
+      const ok = this.idtDeliver(v, e, h && this.pe, soft, ext);
+      if (ok) {
+        this.dlvValid = false;
+        if (t === EventType.NMI) this.state.nmiBlocked = true;
+        this.state.activity = 0;
+        this.brk = true;
+        return;
+      }
+      if (this.pend === PEND_EXIT) {
+        const vi = this.exit.vectoring;
+        vi.valid = true; vi.type = t; vi.vector = v; vi.hasErrorCode = h && this.pe; vi.errorCode = e; vi.insnLength = insnLen;
+        this.dlvValid = false;
+        return;
+      }
+      if (this.pend !== PEND_EXC) { this.dlvValid = false; return; }
+      // A second exception while delivering the first (SDM 6.15, Table 6-5).
+      const nv = this.excVec, ne = this.excErr, nh = this.excHasErr, na = this.excAddr;
+      this.pend = 0;
+      // A fault while delivering a software interrupt is reported at the INT instruction.
+      if (insnLen !== 0) this.rip = this.bits === 64 ? this.rip - insnLen : (this.rip - insnLen) >>> 0;
+      if (t === EventType.HARDWARE_EXCEPTION && v === DF_VEC) { this.dlvValid = false; this.tripleFault(); return; }
+      const firstClass = t === EventType.HARDWARE_EXCEPTION ? excClass(v) : 0;
+      const secondClass = excClass(nv);
+      let dv = nv, de = ne, dh = nh;
+      if ((firstClass === 1 && secondClass === 1) || (firstClass === 2 && secondClass !== 0)) {
+        dv = DF_VEC; de = 0; dh = true;
+      }
+      if (!this.emu && this.rules.exceptionExits(dv, de)) {
+        this.fillExceptionExit(dv, de, dh && this.pe, na);
+        const vi = this.exit.vectoring;
+        vi.valid = true; vi.type = t; vi.vector = v; vi.hasErrorCode = h && this.pe; vi.errorCode = e; vi.insnLength = insnLen;
+        this.dlvValid = false;
+        return;
+      }
+      if (dv === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(na));
+      t = EventType.HARDWARE_EXCEPTION; v = dv; e = de; h = dh; soft = false; insnLen = 0;
+    }
+    this.dlvValid = false;
+    this.tripleFault();
+  }
+
+  /** internal: deliver through the IDT/IVT (sys.ts). */
+  idtDeliver(vec: number, err: number, hasErr: boolean, soft: boolean, ext: number): boolean {
+    return idtDeliver(this, vec, err, hasErr, soft, ext);
+  }
+
+  /** internal: triple fault → shutdown (SDM 6.15 "Interrupt 8"; exits when the vendor says so). */
+  tripleFault(): void {
+    const ex = this.exit;
+    this.pend = PEND_EXIT;
+    ex.vectoring.valid = false;
+    ex.insnLength = 0;
+    ex.nextRip = this.ripBig(this.rip);
+    if (!this.emu && this.rules.shutdownExits) {
+      ex.kind = GuestExitKind.TRIPLE_FAULT;
+    } else {
+      this.state.activity = 2;
+      ex.kind = GuestExitKind.SHUTDOWN;
+    }
+  }
+
+  // =====================================================================================
+  // Memory: linear → host through the software TLB
+  // =====================================================================================
+
+  /** internal: read `sz` (1,2,4) bytes at linear `lin` (data read at the current CPL). */
+  rd8(lin: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accR) !== 0) {
+      return this.tBuf[i][this.tOff[i] + o];
+    }
+    return this.rdSlow(lin, 1);
+  }
+  rd16(lin: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accR) !== 0 && o < 0xfff) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      return b[p] | (b[p + 1] << 8);
+    }
+    return this.rdSlow(lin, 2);
+  }
+  rd32(lin: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accR) !== 0 && o < 0xffd) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      return b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24);
+    }
+    return this.rdSlow(lin, 4);
+  }
+  /** 64-bit read: returns the low half, high half in `vh`. */
+  rd64(lin: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accR) !== 0 && o < 0xff9) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      this.vh = b[p + 4] | (b[p + 5] << 8) | (b[p + 6] << 16) | (b[p + 7] << 24);
+      return b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24);
+    }
+    return this.rdSlow(lin, 8);
+  }
+  /** Read of size `sz` (1,2,4,8); high half in vh for 8 (0 otherwise). */
+  rdN(lin: number, sz: number): number {
+    switch (sz) {
+      case 1: this.vh = 0; return this.rd8(lin);
+      case 2: this.vh = 0; return this.rd16(lin);
+      case 4: this.vh = 0; return this.rd32(lin);
+      default: return this.rd64(lin);
+    }
+  }
+  wr8(lin: number, v: number): void {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0) {
+      this.tBuf[i][this.tOff[i] + o] = v;
+      return;
+    }
+    this.wrSlow(lin, 1, v, 0);
+  }
+  wr16(lin: number, v: number): void {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0 && o < 0xfff) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      b[p] = v; b[p + 1] = v >> 8;
+      return;
+    }
+    this.wrSlow(lin, 2, v, 0);
+  }
+  wr32(lin: number, v: number): void {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0 && o < 0xffd) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      b[p] = v; b[p + 1] = v >> 8; b[p + 2] = v >> 16; b[p + 3] = v >> 24;
+      return;
+    }
+    this.wrSlow(lin, 4, v, 0);
+  }
+  wr64(lin: number, v: number, vh: number): void {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0 && o < 0xff9) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      b[p] = v; b[p + 1] = v >> 8; b[p + 2] = v >> 16; b[p + 3] = v >> 24;
+      b[p + 4] = vh; b[p + 5] = vh >> 8; b[p + 6] = vh >> 16; b[p + 7] = vh >> 24;
+      return;
+    }
+    this.wrSlow(lin, 8, v, vh);
+  }
+  wrN(lin: number, sz: number, v: number, vh: number): void {
+    switch (sz) {
+      case 1: this.wr8(lin, v); return;
+      case 2: this.wr16(lin, v); return;
+      case 4: this.wr32(lin, v); return;
+      default: this.wr64(lin, v, vh);
+    }
+  }
+  /**
+   * internal: make sure a write of `sz` bytes at `lin` will succeed (translate for write,
+   * set dirty bits) before an instruction reads its operand (read-modify-write ordering:
+   * faults come before any side effect). Sets `pend` on a fault.
+   */
+  wprobe(lin: number, sz: number): void {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0 && o <= 0x1000 - sz) return;
+    if (this.xlate(lin, 1) === -1) return;
+    if (o > 0x1000 - sz) this.xlate(this.linAdd(lin, sz - 1), 1);
+  }
+  /** internal: linear address + small delta with the mode's wrap-around. */
+  linAdd(lin: number, d: number): number {
+    return this.bits === 64 ? lin + d : (lin + d) >>> 0;
+  }
+
+  private rdSlow(lin: number, sz: number): number {
+    const o = lin & 0xfff;
+    if (o + sz <= 0x1000) {
+      const i = this.xlate(lin, 0);
+      if (i < 0) return this.rdMmio(i, lin, sz);
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      let v = 0;
+      for (let k = Math.min(sz, 4) - 1; k >= 0; k--) v = (v << 8) | b[p + k];
+      if (sz === 8) {
+        let h = 0;
+        for (let k = 7; k >= 4; k--) h = (h << 8) | b[p + k];
+        this.vh = h;
+      }
+      return v;
+    }
+    // Crossing a page boundary: both pages must translate before the read completes.
+    let lo = 0, hi = 0;
+    for (let k = 0; k < sz; k++) {
+      const a = this.linAdd(lin, k);
+      let byte: number;
+      const i = this.xlate(a, 0);
+      if (i === -1) return 0;
+      if (i < 0) { byte = this.rdMmio(i, a, 1); if (this.pend) return 0; } else byte = this.tBuf[i][this.tOff[i] + (a & 0xfff)];
+      if (k < 4) lo |= byte << (k * 8); else hi |= byte << ((k - 4) * 8);
+    }
+    this.vh = hi;
+    return lo;
+  }
+
+  private rdMmio(i: number, lin: number, sz: number): number {
+    if (i === -1) { this.vh = 0; return 0; }
+    // i === -2: unbacked GPA in emulateInstruction: ask the MMIO bus.
+    const buf = this.mmioBuf;
+    const gpa = this.mmioGpa;
+    if (!this.mmio || !this.mmio.read(BigInt(gpa), sz, buf)) {
+      this.pend = PEND_USER;
+      this.vh = 0;
+      return 0;
+    }
+    void lin;
+    const v = buf[0] | (buf[1] << 8) | (buf[2] << 16) | (buf[3] << 24);
+    this.vh = sz === 8 ? buf[4] | (buf[5] << 8) | (buf[6] << 16) | (buf[7] << 24) : 0;
+    return sz === 1 ? v & 0xff : sz === 2 ? v & 0xffff : v;
+  }
+
+  private wrSlow(lin: number, sz: number, v: number, vh: number): void {
+    const o = lin & 0xfff;
+    if (o + sz <= 0x1000) {
+      const i = this.xlate(lin, 1);
+      if (i === -1) return;
+      if (i === -2) { this.wrMmio(sz, v, vh); return; }
+      this.wrBytes(i, o, sz, v, vh);
+      return;
+    }
+    // Crossing: translate both pages for write first.
+    const lin2 = this.linAdd(lin, 0x1000 - o);
+    const i1 = this.xlate(lin, 1);
+    if (i1 === -1) return;
+    const g1 = this.mmioGpa;
+    const i2 = this.xlate(lin2, 1);
+    if (i2 === -1) return;
+    const n1 = 0x1000 - o;
+    for (let k = 0; k < sz; k++) {
+      const byte = k < 4 ? (v >>> (k * 8)) & 0xff : (vh >>> ((k - 4) * 8)) & 0xff;
+      const i = k < n1 ? i1 : i2;
+      if (i === -2) {
+        this.mmioBuf[0] = byte;
+        this.mmio!.write(BigInt(k < n1 ? g1 + k : this.mmioGpa + (k - n1)), 1, this.mmioBuf.subarray(0, 1));
+      } else {
+        const off = k < n1 ? o + k : k - n1;
+        this.wrBytes(i, off, 1, byte, 0);
+      }
+    }
+  }
+
+  private wrMmio(sz: number, v: number, vh: number): void {
+    const b = this.mmioBuf;
+    for (let k = 0; k < sz; k++) b[k] = k < 4 ? v >>> (k * 8) : vh >>> ((k - 4) * 8);
+    this.mmio!.write(BigInt(this.mmioGpa), sz, b.subarray(0, sz));
+  }
+
+  private wrBytes(i: number, o: number, sz: number, v: number, vh: number): void {
+    const hpa = this.tHpa[i];
+    if (this.tPerm[i] !== this.tPermReal[i]) {
+      // A page with translated code: drop what the write overlaps.
+      this.codeWrite(hpa + o, sz);
+      if (!this.codePages.has(hpa)) this.tPerm[i] = this.tPermReal[i];
+    }
+    const b = this.tBuf[i], p = this.tOff[i] + o;
+    for (let k = 0; k < sz; k++) b[p + k] = k < 4 ? v >>> (k * 8) : vh >>> ((k - 4) * 8);
+  }
+
+  /**
+   * internal: translate linear `lin` for `kind` (0 read, 1 write, 2 fetch) at the current
+   * access privilege; returns the TLB index, -1 on a fault/exit (pend set), -2 for MMIO in
+   * emulateInstruction (mmioGpa set).
+   */
+  xlate(lin: number, kind: number): number {
+    const req = kind === 0 ? this.accR : kind === 1 ? this.accW : this.accX;
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPermReal[i] & req) !== 0) return i;
+    return this.walk(lin, kind, req);
+  }
+
+  /** internal: physical location of `gpa` for `access`: sets pBuf/pOff/pHpa; false with pend set, or 'mmio'. */
+  physLoc(gpa: number, access: number, gla: number, glaValid: boolean): number {
+    let hpa: number;
+    const tdp = this.rules.tdp;
+    if (tdp !== null && !this.emu) {
+      hpa = tdp.translate(BigInt(gpa - (gpa % 4096)), access, BigInt.asUintN(64, BigInt(gla)), glaValid, this.exit);
+      if (hpa < 0) {
+        this.exit.vectoring.valid = false;
+        this.exit.insnLength = this.curOp ? this.curOp.len : 0;
+        this.exit.nextRip = this.ripBig(this.rip);
+        this.pend = PEND_EXIT;
+        return -1;
+      }
+      hpa += gpa % 4096;
+    } else {
+      hpa = (access & ACCESS_WRITE) && this.phys.gpaToHpaForWrite ? this.phys.gpaToHpaForWrite(gpa) : this.phys.gpaToHpa(gpa);
+      if (hpa < 0) {
+        if (this.emu && !(access & ACCESS_PAGE_WALK) && !(access & ACCESS_FETCH)) {
+          this.mmioGpa = gpa;
+          return -2;
+        }
+        if (this.emu) { this.pend = PEND_UNHANDLED; return -1; }
+        const ex = this.exit;
+        ex.kind = GuestExitKind.MMIO;
+        ex.gpa = BigInt(gpa);
+        ex.gla = BigInt.asUintN(64, BigInt(gla));
+        ex.glaValid = glaValid;
+        ex.access = access;
+        ex.insnLength = this.curOp ? this.curOp.len : 0;
+        if (this.curOp) {
+          ex.insnBytes.fill(0);
+          ex.insnBytes.set(this.curOp.bytes.subarray(0, 15));
+          ex.insnBytesCount = this.curOp.bytes.length;
+          ex.nextRip = this.ripBig(this.nextRip(this.curOp));
+        } else {
+          ex.insnBytesCount = 0;
+          ex.nextRip = this.ripBig(this.rip);
+        }
+        ex.vectoring.valid = false;
+        this.pend = PEND_EXIT;
+        return -1;
+      }
+    }
+    let reg = this.lastRegion;
+    if (reg === null || hpa < reg.base || hpa >= reg.base + reg.bytes.length) {
+      reg = this.host.find(hpa);
+      if (reg === null) {
+        // A backend mapped a GPA to nothing: a host bug, surfaced as an internal error.
+        throw new Error(`processor: host-physical 0x${hpa.toString(16)} is outside host memory`);
+      }
+      this.lastRegion = reg;
+    }
+    this.pBuf = reg.bytes;
+    this.pOff = hpa - reg.base;
+    this.pHpa = hpa;
+    return 0;
+  }
+
+  /** internal: read a 32-bit paging entry at gpa (pBuf/pOff left pointing at it). */
+  private ptRead32(gpa: number, lin: number): number {
+    if (this.physLoc(gpa, ACCESS_READ | ACCESS_PAGE_WALK, lin, true) !== 0) return -1;
+    const b = this.pBuf, p = this.pOff;
+    return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
+  }
+  /** internal: read a 64-bit paging entry: low half returned (>= 0), high in vh; -1 on exit. */
+  private ptRead64(gpa: number, lin: number): number {
+    if (this.physLoc(gpa, ACCESS_READ | ACCESS_PAGE_WALK, lin, true) !== 0) return -1;
+    const b = this.pBuf, p = this.pOff;
+    this.vh = b[p + 4] | (b[p + 5] << 8) | (b[p + 6] << 16) | (b[p + 7] << 24);
+    return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
+  }
+  /** internal: set bits in the low byte of a paging entry (A/D updates). */
+  private ptSetBits(gpa: number, lin: number, bits: number): boolean {
+    if (this.physLoc(gpa, ACCESS_WRITE | ACCESS_PAGE_WALK, lin, true) !== 0) return false;
+    this.pBuf[this.pOff] |= bits;
+    if (this.codePages.size) this.codeWrite(this.pHpa, 1);
+    return true;
+  }
+
+  /**
+   * The page walk (SDM Vol. 3A 4.3-4.5; APM Vol. 2 5.3): translate, check permissions,
+   * set accessed/dirty bits, fill the TLB. Returns the TLB index or -1/-2 (see xlate).
+   */
+  private walk(lin: number, kind: number, req: number): number {
+    const user = (req & (P_UR | P_UW | P_UX)) !== 0;
+    let gpa: number;
+    let perm = P_SR | P_SW | P_SX | P_UR | P_UW | P_UX;
+    let global = 0;
+    let shift = 12;
+    if (!this.pg) {
+      gpa = this.bits === 64 ? lin : lin >>> 0;
+    } else {
+      let rw = 1, us = 1, nx = 0;
+      let dirty = 0;
+      let leafGpa = 0;
+      let leafVal = 0;
+      const s = this.state;
+      const wantW = kind === 1;
+      const rsvdFault = (): number => this.pageFault(lin, kind, user, true, true);
+      if (!this.pae) {
+        // 32-bit paging (SDM 4.3).
+        const l = lin >>> 0;
+        const pdeA = Number(s.cr3 & 0xfffff000n) + ((l >>> 22) << 2);
+        const pde = this.ptRead32(pdeA, lin);
+        if (pde < 0) return -1;
+        if (!(pde & 1)) return this.pageFault(lin, kind, user, false, false);
+        rw &= (pde >>> 1) & 1; us &= (pde >>> 2) & 1;
+        if ((pde & 0x80) && this.pse) {
+          if (pde & 0x200000) return rsvdFault();
+          leafGpa = pdeA; leafVal = pde;
+          gpa = (pde & 0xffc00000) + ((pde >>> 13) & 0xff) * TWO32 + (l & 0x3fffff);
+          global = (pde >>> 8) & 1; shift = 22;
+          dirty = (pde >>> 6) & 1;
+        } else {
+          if (!(pde & 0x20)) { if (!this.ptSetBits(pdeA, lin, 0x20)) return -1; }
+          const pteA = (pde & 0xfffff000) + (((l >>> 12) & 0x3ff) << 2);
+          const pte = this.ptRead32(pteA, lin);
+          if (pte < 0) return -1;
+          if (!(pte & 1)) return this.pageFault(lin, kind, user, false, false);
+          rw &= (pte >>> 1) & 1; us &= (pte >>> 2) & 1;
+          leafGpa = pteA; leafVal = pte;
+          gpa = (pte & 0xfffff000) + (l & 0xfff);
+          global = (pte >>> 8) & 1;
+          dirty = (pte >>> 6) & 1;
+        }
+      } else {
+        // PAE (SDM 4.4) and 4/5-level (SDM 4.5).
+        const hiL = Math.floor(lin / TWO32);
+        const loL = lin >>> 0;
+        const rsvdHiMask = (0xfffff >>> (MAXPHYADDR - 32)) << (MAXPHYADDR - 32);
+        let tableGpa: number;
+        let level: number;
+        if (this.lma) {
+          tableGpa = Number(s.cr3 & 0x000ffffffffff000n);
+          level = this.la57 ? 5 : 4;
+        } else {
+          const pdpteA = Number(s.cr3 & 0xffffffe0n) + ((loL >>> 30) << 3);
+          const e = this.ptRead64(pdpteA, lin);
+          if (e < 0) return -1;
+          if (!(e & 1)) return this.pageFault(lin, kind, user, false, false);
+          if ((e & 0x1e6) || (this.vh & rsvdHiMask) || (this.vh & 0x80000000)) return rsvdFault();
+          tableGpa = (e & 0xfffff000) + (this.vh & 0xfffff) * TWO32;
+          level = 2;
+        }
+        for (;;) {
+          let idx: number;
+          switch (level) {
+            case 5: idx = (hiL >>> 16) & 0x1ff; break;
+            case 4: idx = (hiL >>> 7) & 0x1ff; break;
+            case 3: idx = ((hiL & 0x7f) << 2) | (loL >>> 30); break;
+            case 2: idx = (loL >>> 21) & 0x1ff; break;
+            default: idx = (loL >>> 12) & 0x1ff;
+          }
+          const ea = tableGpa + idx * 8;
+          const e = this.ptRead64(ea, lin);
+          if (e < 0) return -1;
+          const eh = this.vh;
+          if (!(e & 1)) return this.pageFault(lin, kind, user, false, false);
+          if ((eh & rsvdHiMask) !== 0) return rsvdFault();
+          if ((eh & 0x80000000) && !this.nxe) return rsvdFault();
+          rw &= (e >>> 1) & 1; us &= (e >>> 2) & 1; nx |= this.nxe ? eh >>> 31 : 0;
+          const ps = (e & 0x80) !== 0;
+          if (level >= 4 && ps) return rsvdFault();
+          if (level === 1 || ps) {
+            if (level === 3) {
+              if (e & 0x3fffe000) return rsvdFault();
+              gpa = ((e & 0xc0000000) >>> 0) + (eh & 0xfffff) * TWO32 + (loL & 0x3fffffff);
+              shift = 30;
+            } else if (level === 2) {
+              if (e & 0x1fe000) return rsvdFault();
+              gpa = ((e & 0xffe00000) >>> 0) + (eh & 0xfffff) * TWO32 + (loL & 0x1fffff);
+              shift = 21;
+            } else {
+              gpa = ((e & 0xfffff000) >>> 0) + (eh & 0xfffff) * TWO32 + (loL & 0xfff);
+            }
+            leafGpa = ea; leafVal = e;
+            global = (e >>> 8) & 1;
+            dirty = (e >>> 6) & 1;
+            break;
+          }
+          if (!(e & 0x20)) { if (!this.ptSetBits(ea, lin, 0x20)) return -1; }
+          tableGpa = ((e & 0xfffff000) >>> 0) + (eh & 0xfffff) * TWO32;
+          level--;
+        }
+      }
+      // Permissions (SDM 4.6): U/S, R/W with CR0.WP, NX, SMEP, SMAP.
+      perm = P_SR | P_SX;
+      if (rw || !this.wp) perm |= P_SW;
+      if (us) {
+        perm |= P_UR | P_UX;
+        if (rw) perm |= P_UW;
+        if (this.smep) perm &= ~P_SX;
+        if (this.smap) perm &= ~(P_SR | P_SW);
+      }
+      if (nx) perm &= ~(P_SX | P_UX);
+      let allowed = (perm & req) !== 0;
+      if (!allowed && us && this.smap && (req & (P_SR | P_SW)) && (this.fl & AC) && !this.implicitSup) {
+        // SMAP with RFLAGS.AC=1: explicit supervisor data access to a user page is allowed
+        // (SDM 4.6.1); not cached, so the check is redone on every such access.
+        const p2 = (rw || !this.wp) ? (P_SR | P_SW) : P_SR;
+        allowed = (p2 & req) !== 0;
+      }
+      if (!allowed) return this.pageFault(lin, kind, user, true, false);
+      // Accessed and dirty (SDM 4.8).
+      let setBits = 0;
+      if (!(leafVal & 0x20)) setBits |= 0x20;
+      if (wantW && !dirty) { setBits |= 0x40; dirty = 1; }
+      if (setBits && !this.ptSetBits(leafGpa, lin, setBits)) return -1;
+      if (!dirty) perm &= ~(P_SW | P_UW);
+      if (!this.pge) global = 0;
+    }
+    const access = kind === 1 ? ACCESS_WRITE : kind === 2 ? ACCESS_FETCH : ACCESS_READ;
+    const pl = this.physLoc(gpa, access | (user ? ACCESS_USER : 0), lin, true);
+    if (pl !== 0) return pl;
+    // With TDP or a read-only slot, a read fill may not grant write (and vice versa for fetch).
+    if (kind !== 1 && (this.rules.tdp !== null || this.phys.gpaToHpaForWrite)) perm &= ~(P_SW | P_UW);
+    if (this.rules.tdp !== null && kind !== 2) perm &= ~(P_SX | P_UX);
+    const i = (lin >>> 12) & TLB_MASK;
+    const hpaPage = this.pHpa - (this.pHpa % 4096);
+    this.tPage[i] = lin - (lin & 0xfff);
+    this.tCtx[i] = this.ctx;
+    this.tPermReal[i] = perm;
+    this.tPerm[i] = this.codePages.has(hpaPage) ? perm & ~(P_SW | P_UW) : perm;
+    this.tOff[i] = this.pOff - (this.pOff % 4096);
+    this.tBuf[i] = this.pBuf;
+    this.tHpa[i] = hpaPage;
+    this.tGlobal[i] = global;
+    this.tShift[i] = shift;
+    if (shift !== 12) this.largeEntries++;
+    return i;
+  }
+  /** internal: the current access is an implicit supervisor access (descriptor tables, TSS, IDT). */
+  implicitSup = false;
+
+  private pageFault(lin: number, kind: number, user: boolean, present: boolean, rsvd: boolean): number {
+    let err = (present ? 1 : 0) | (kind === 1 ? 2 : 0) | (user ? 4 : 0) | (rsvd ? 9 : 0);
+    if (kind === 2 && (this.nxe || this.smep)) err |= 0x10;
+    this.raise(PF_VEC, err, true);
+    this.excAddr = this.bits === 64 ? lin : lin >>> 0;
+    this.excErr = err;
+    return -1;
+  }
+
+  /** internal: INVLPG semantics for `lin` under TLB tag `tag` (pcid -1: any). */
+  invlpgLin(lin: number, tag: number, pcid: number): void {
+    const i = (lin >>> 12) & TLB_MASK;
+    const page = lin - (lin & 0xfff);
+    const matchCtx = (c: number): boolean => (c >>> 12) === tag && (pcid < 0 || (c & 0xfff) === pcid);
+    if (this.tPage[i] === page && matchCtx(this.tCtx[i])) this.tPage[i] = NaN;
+    if (this.largeEntries > 0) {
+      for (let j = 0; j < TLB_SIZE; j++) {
+        const sh = this.tShift[j];
+        if (sh === 12 || !matchCtx(this.tCtx[j])) continue;
+        const size = 2 ** sh;
+        const t = this.tPage[j];
+        if (Math.floor(t / size) === Math.floor(lin / size)) this.tPage[j] = NaN;
+      }
+    }
+    this.tlbGen++;
+  }
+
+  /** internal: flush the current context's entries (MOV CR3 without PCID no-flush). */
+  flushCurrentCtx(keepGlobal: boolean): void {
+    const c = this.ctx;
+    for (let i = 0; i < TLB_SIZE; i++) {
+      if (this.tCtx[i] === c && !(keepGlobal && this.tGlobal[i])) this.tPage[i] = NaN;
+    }
+    this.tlbGen++;
+  }
+
+  // =====================================================================================
+  // Translated code: blocks per host-physical page and code size
+  // =====================================================================================
+
+  /** Find or translate the block at RIP; null when the fetch faulted/exited (pend set). */
+  private lookupBlock(): Block | null {
+    const s = this.state;
+    let lin: number;
+    if (this.bits === 64) {
+      lin = this.rip;
+    } else {
+      // Code-segment limit (SDM 6.3: #GP(0) when EIP is beyond CS.limit).
+      if (this.rip > s.segLimit[CS]) { this.curOp = null; this.gp(0); return null; }
+      lin = (this.segBase[CS] + this.rip) >>> 0;
+    }
+    const o = lin & 0xfff;
+    let i = (lin >>> 12) & TLB_MASK;
+    if (!(this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accX) !== 0)) {
+      this.curOp = null;
+      i = this.xlate(lin, 2);
+      if (i < 0) return null;
+    }
+    const hpa = this.tHpa[i];
+    const key = o * 4 + (this.bits >> 5);
+    const page = this.codePages.get(hpa);
+    if (page !== undefined) {
+      const b = page.blocks.get(key);
+      if (b !== undefined) return b;
+    }
+    return this.translate(lin, i, hpa, key);
+  }
+
+  private translate(lin: number, i: number, hpa: number, key: number): Block | null {
+    const buf = this.tBuf[i];
+    const base = this.tOff[i];
+    const o = lin & 0xfff;
+    // At most 1 KiB is handed to the decoder (a block is <= 64 instructions); the page end stays the limit.
+    const blk = decodeBlock(this, buf.subarray(base + o, base + Math.min(4096, o + 1024)), this.bits, lin);
+    if (blk === null) return null; // crossing instruction faulted on its second page
+    if (blk.cacheable) {
+      let page = this.codePages.get(hpa);
+      if (page === undefined) {
+        page = new CodePage(hpa);
+        this.codePages.set(hpa, page);
+        // Writes to this page must now take the slow path (self-modifying code).
+        for (let j = 0; j < TLB_SIZE; j++) {
+          if (this.tHpa[j] === hpa) this.tPerm[j] = this.tPermReal[j] & ~(P_SW | P_UW);
+        }
+      }
+      page.blocks.set(key, blk);
+      page.covered.fill(1, o, Math.min(4096, o + blk.bytes));
+    }
+    return blk;
+  }
+
+  /** A write of `len` bytes at host-physical `hpa` (within one page): drop overlapping code. */
+  private codeWrite(hpa: number, len: number): void {
+    const pb = hpa - (hpa % 4096);
+    const page = this.codePages.get(pb);
+    if (page === undefined) return;
+    const o = hpa - pb;
+    const cov = page.covered;
+    let hit = false;
+    for (let k = o; k < o + len && k < 4096; k++) if (cov[k]) { hit = true; break; }
+    if (!hit) return;
+    for (const b of page.blocks.values()) b.valid = false;
+    this.codePages.delete(pb);
+    this.brk = true;
+  }
+
+  // =====================================================================================
+  // Misc helpers used by operations
+  // =====================================================================================
+
+  /** internal: CPUID as this processor implements it (not intercepted). */
+  cpuid(leaf: number, sub: number, out: Int32Array): void {
+    cpuidLeaf(this, leaf, sub, out);
+  }
+
+  /** internal: next value of the deterministic random source (xorshift32). */
+  nextRandom(): number {
+    let x = this.rng;
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    this.rng = x | 0;
+    return x >>> 0;
+  }
+
+  /** internal: guest TSC now (state.tsc + retired so far + offset), as bigint (RDTSC/RDMSR, rare). */
+  guestTsc(): bigint {
+    return BigInt.asUintN(64, this.state.tsc + BigInt(this.retired) + this.state.tscOffset);
+  }
+
+  /** internal: materialized flag helpers for ops that only touch some status flags. */
+  static readonly PARITY = PARITY;
+  static readonly FLAG_BITS = { CF, PF, AF, ZF, SF, OF, TF, IF, DF, NT, RF, VM, AC, IOPL, VIF, VIP, ID };
+  static readonly SEG = { ES, CS, SS, DS, FS, GS, TR, LDTR };
+  static readonly SEGATTR = { A_P, A_S, A_UNUSABLE };
+  static readonly VEC = { GP, NP, SS_VEC, TS };
+}
+
+/** Unsigned (lo,hi) < (lo,hi). */
+function ult(al: number, ah: number, bl: number, bh: number): number {
+  const a = ah >>> 0, b = bh >>> 0;
+  return a < b || (a === b && (al >>> 0) < (bl >>> 0)) ? 1 : 0;
+}
+function ule(al: number, ah: number, bl: number, bh: number): number {
+  const a = ah >>> 0, b = bh >>> 0;
+  return a < b || (a === b && (al >>> 0) <= (bl >>> 0)) ? 1 : 0;
+}
+/** Exception class for double-fault detection (SDM Table 6-4): 0 benign, 1 contributory, 2 page fault. */
+function excClass(v: number): number {
+  if (v === 0 || (v >= 10 && v <= 13)) return 1;
+  if (v === PF_VEC) return 2;
+  return 0;
 }
