@@ -1,0 +1,5 @@
+export { GuestLoadError } from './errors';
+export * from './boot-state';
+export * from './flat';
+export * from './elf';
+export * from './multiboot';
