@@ -11,7 +11,9 @@ export * from './mmu/tdp';
 export * from './cpu/state';
 export * from './cpu/guest-mode';
 export * from './cpu/x86-cpu';
-export * from './irqchip/irq-source';
+export * from './irqchip';
+export * from './kvm/clock';
+export * from './platform';
 /** tsyringe's root container and type, re-exported so users register backends without importing tsyringe first. */
 export { container } from 'tsyringe';
 export type { DependencyContainer } from 'tsyringe';

@@ -16,6 +16,10 @@ import { KvmVcpu } from './vcpu';
 import * as x86 from './x86';
 import { TdpFormat, TdpMmu } from '../mmu/tdp';
 import type { IrqSource } from '../irqchip/irq-source';
+import { KvmIrqchip } from '../irqchip/irqchip';
+import type { KvmIrqRoutingEntry } from '../irqchip/irq-routing';
+import { KvmIrqRoutingTable } from '../irqchip/irq-routing';
+import { KvmClock, KvmClockMode } from './clock';
 
 /** KVM_MAX_VCPUS / KVM_MAX_VCPU_ID on x86 (5.8). */
 export const KVM_MAX_VCPUS = 288;
@@ -28,6 +32,8 @@ export interface KvmCreateOptions {
   backend?: BackendClass;
   /** Cap on host memory (guest RAM + control structures) for this VM, in bytes. */
   hostMemoryLimit?: number;
+  /** Guest time: 'virtual' (default; derived from retired instructions, reproducible) or 'host'. */
+  clock?: KvmClockMode;
 }
 
 /** Counters for `--stats` and the benchmarks. */
@@ -65,6 +71,12 @@ export class Kvm {
   irqchipInKernel = false;
   /** The in-kernel interrupt source (LAPIC/PIC) when there is one. */
   irqSource: IrqSource | null = null;
+  /** The in-kernel PIC, IOAPIC and LAPICs (KVM_CREATE_IRQCHIP), or null. */
+  irqchip: KvmIrqchip | null = null;
+  /** Guest time and timers (see kvm/clock.ts). */
+  readonly clock: KvmClock = new KvmClock(this);
+  /** The vCPU inside KVM_RUN right now (set by the run loop): in-kernel devices act in its context. */
+  currentVcpu: KvmVcpu | null = null;
   /** The two-dimensional-paging MMU, when the backend enabled TDP (kvm_mmu with tdp_enabled). */
   mmu: TdpMmu | null = null;
   /** Vendor per-VM state (struct kvm_vmx / kvm_svm), set by the backend's vmInit. */
@@ -107,6 +119,7 @@ export class Kvm {
     }
     const bound = bindX86Ops(instance, info);
     const kvm = new Kvm(bound, child, options.hostMemoryLimit);
+    if (options.clock !== undefined) kvm.clock.setMode(options.clock);
     let r = kvm.ops.hardwareEnable();
     if (r !== 0) throw new KvmError('EBUSY', `KVM_CREATE_VM: ${info.name}.hardwareEnable failed (${r})`);
     r = kvm.ops.vmInit(kvm);
@@ -188,7 +201,60 @@ export class Kvm {
     x86.vcpuReset(vcpu, false);
     vcpu.setCpuid2(this.getSupportedCpuid());
     this.vcpus.push(vcpu);
+    this.irqchip?.vcpuCreated(vcpu);
     return vcpu;
+  }
+
+  // ---- KVM_CREATE_IRQCHIP / KVM_IRQ_LINE / KVM_SIGNAL_MSI / KVM_SET_GSI_ROUTING
+
+  /**
+   * KVM_CREATE_IRQCHIP: the 8259 pair (ports 0x20/0xA0, ELCR 0x4D0), the IOAPIC (0xFEC00000),
+   * a LAPIC per vCPU (0xFEE00000 / x2APIC MSRs; APs wait for SIPI) and the PC's default GSI
+   * routing. Unlike KVM, vCPUs created earlier get their LAPIC too.
+   */
+  createIrqchip(): KvmIrqchip {
+    this.checkAlive();
+    if (this.irqchip) throw new KvmError('EEXIST', 'KVM_CREATE_IRQCHIP: this VM already has an in-kernel irqchip');
+    const chip = new KvmIrqchip(this);
+    this.irqchip = chip;
+    this.irqSource = chip;
+    this.irqchipInKernel = true;
+    return chip;
+  }
+
+  /**
+   * KVM_IRQ_LINE: drive GSI `gsi` to `level` through its routes. Returns KVM's status: > 0
+   * delivered, 0 masked or coalesced, < 0 not delivered anywhere.
+   */
+  irqLine(gsi: number, level: boolean | number): number {
+    this.checkAlive();
+    if (!this.irqchip) throw new KvmError('ENXIO', 'KVM_IRQ_LINE: the VM has no in-kernel irqchip (call createIrqchip() first)');
+    return this.irqchip.setIrq(gsi, !!level);
+  }
+
+  /** KVM_SIGNAL_MSI: deliver the message (address in 0xFEExxxxx, data) as a device would. */
+  signalMsi(address: bigint | number, data: number): number {
+    this.checkAlive();
+    if (!this.irqchip) throw new KvmError('ENXIO', 'KVM_SIGNAL_MSI: the VM has no in-kernel irqchip (call createIrqchip() first)');
+    const addr = BigInt(address);
+    const lo = Number(addr & 0xffffffffn);
+    if ((lo & 0xfff00000) >>> 0 !== 0xfee00000 || addr < 0n || addr >= 1n << 64n) {
+      throw new KvmError('EINVAL', `KVM_SIGNAL_MSI: address 0x${addr.toString(16)} is not in the MSI window 0xFEE00000-0xFEEFFFFF`);
+    }
+    if (!Number.isInteger(data) || data < 0 || data > 0xffffffff) throw new KvmError('EINVAL', `KVM_SIGNAL_MSI: data ${String(data)} is not a 32-bit value`);
+    return this.irqchip.setMsi(lo, Number(addr >> 32n), data);
+  }
+
+  /** KVM_SET_GSI_ROUTING: replace the routing table (validated; EINVAL names the bad entry). */
+  setGsiRouting(entries: readonly KvmIrqRoutingEntry[]): void {
+    this.checkAlive();
+    if (!this.irqchip) throw new KvmError('ENXIO', 'KVM_SET_GSI_ROUTING: the VM has no in-kernel irqchip (call createIrqchip() first)');
+    this.irqchip.routing = new KvmIrqRoutingTable(entries);
+  }
+
+  /** The routing table in force. */
+  getGsiRouting(): KvmIrqRoutingEntry[] {
+    return this.irqchip?.routing.entries() ?? [];
   }
 
   /** KVM_GET_SUPPORTED_CPUID for this VM's backend. */

@@ -1,6 +1,7 @@
 import { KvmReg, MsrData, X86Vector } from '../ops/types';
 import { guestCpuidHas } from './cpuid';
 import type { KvmVcpu } from './vcpu';
+import { kvmGetTscDeadline, kvmSetApicBase, kvmSetTscDeadline, kvmX2apicMsrRead, kvmX2apicMsrWrite } from '../irqchip/apic-msr';
 
 /** MSR indices (SDM Vol. 4; APM Vol. 2 App. A). */
 export const MSR = {
@@ -111,7 +112,9 @@ export function kvmGetMsrCommon(vcpu: KvmVcpu, msr: MsrData): number {
     case MSR.IA32_TSC_ADJUST: msr.data = 0n; return 0;
     case MSR.IA32_MCG_CAP: msr.data = BigInt(KVM_MCE_BANKS); return 0;
     case MSR.IA32_MCG_STATUS: case MSR.IA32_MCG_CTL: msr.data = 0n; return 0;
+    case MSR.IA32_TSC_DEADLINE: return kvmGetTscDeadline(vcpu, msr);
     default:
+      if (i >= 0x800 && i <= 0x8ff) return kvmX2apicMsrRead(vcpu, msr);
       if (isMtrr(i)) { msr.data = mtrrState(vcpu).get(i) ?? 0n; return 0; }
       if (i >= MSR.IA32_MC0_CTL && i < MSR.IA32_MC0_CTL + 4 * KVM_MCE_BANKS) { msr.data = (i & 3) === 0 ? (1n << 64n) - 1n : 0n; return 0; }
       return 1;
@@ -132,6 +135,7 @@ export function kvmSetMsrCommon(vcpu: KvmVcpu, msr: MsrData): number {
       return 0;
     }
     case MSR.IA32_APICBASE: {
+      if (vcpu.kvm.irqchip) return kvmSetApicBase(vcpu, msr);
       // Reserved: bits 0-7, 9, above MAXPHYADDR (40 here); x2APIC (10) without xAPIC enable (11) is invalid.
       if (d & ((0xffn << 0n) | (1n << 9n) | ~((1n << 40n) - 1n))) return 1;
       if ((d & (1n << 10n)) && !(d & (1n << 11n))) return 1;
@@ -144,7 +148,9 @@ export function kvmSetMsrCommon(vcpu: KvmVcpu, msr: MsrData): number {
     case MSR.IA32_MTRR_DEF_TYPE: if (d & ~0xcffn) return 1; a.mtrrDefType = d; return 0;
     case MSR.IA32_TSC_ADJUST: return 0;
     case MSR.IA32_MCG_STATUS: case MSR.IA32_MCG_CTL: return 0;
+    case MSR.IA32_TSC_DEADLINE: return kvmSetTscDeadline(vcpu, msr);
     default:
+      if (i >= 0x800 && i <= 0x8ff) return kvmX2apicMsrWrite(vcpu, msr);
       if (isMtrr(i)) { mtrrState(vcpu).set(i, d); return 0; }
       if (i >= MSR.IA32_MC0_CTL && i < MSR.IA32_MC0_CTL + 4 * KVM_MCE_BANKS) return 0;
       return 1;

@@ -8,6 +8,7 @@ import { KvmError, HookNotImplementedError } from './errors';
 import { KvmExitReason, KvmInternalError } from './run';
 import { KvmMpState, KvmReq, KvmVcpu } from './vcpu';
 import type { Kvm } from './kvm';
+import { KvmWaitResult } from '../irqchip/irq-source';
 
 const X86_EFLAGS_IF = 1n << 9n;
 const X86_EFLAGS_TF = 1n << 8n;
@@ -224,15 +225,19 @@ function vcpuBlock(vcpu: KvmVcpu): number {
     return 1;
   }
   ops.vcpuBlocking?.(vcpu);
-  const woke = vcpuHasEvents(vcpu) || (vcpu.kvm.irqSource?.waitForEvent(vcpu) ?? false);
+  // A vCPU waiting for SIPI is not woken by interrupts or NMIs, only by the SIPI itself.
+  const wait = vcpu.arch.mpState === KvmMpState.HALTED && vcpuHasEvents(vcpu)
+    ? KvmWaitResult.WOKEN
+    : (vcpu.kvm.irqSource?.waitForEvent(vcpu) ?? KvmWaitResult.HALT);
   ops.vcpuUnblocking?.(vcpu);
   ops.postBlock?.(vcpu);
-  if (woke) {
+  if (wait === KvmWaitResult.WOKEN) {
     vcpu.arch.mpState = KvmMpState.RUNNABLE;
     vcpu.makeRequest(KvmReq.EVENT);
     return 1;
   }
-  vcpu.run.exitReason = KvmExitReason.KVM_EXIT_HLT;
+  // YIELD: not woken yet but something may still wake it — let userspace run the other vCPUs.
+  vcpu.run.exitReason = wait === KvmWaitResult.YIELD ? KvmExitReason.KVM_EXIT_INTR : KvmExitReason.KVM_EXIT_HLT;
   return 0;
 }
 
@@ -248,6 +253,8 @@ export function vcpuRun(vcpu: KvmVcpu) {
     return run;
   }
   kvm.ops.vcpuLoad(vcpu, 0);
+  const prevVcpu = kvm.currentVcpu;
+  kvm.currentVcpu = vcpu;
   try {
     let r = 1;
     if (vcpu.arch.completeUserspaceIo) {
@@ -260,7 +267,11 @@ export function vcpuRun(vcpu: KvmVcpu) {
       r = 0;
     }
     const start = vcpu.cpu.state.instructionsRetired;
+    kvm.clock.beginRun(vcpu);
     while (r > 0) {
+      // kvm_apic_accept_events (INIT/SIPI), then timers that are due (instruction-boundary granularity).
+      kvm.irqchip?.vcpuPreRun(vcpu);
+      kvm.clock.runExpired(vcpu);
       r = vcpu.arch.mpState === KvmMpState.RUNNABLE ? vcpuEnterGuest(vcpu) : vcpuBlock(vcpu);
       if (r <= 0) break;
       if (!kvm.irqchipInKernel && run.requestInterruptWindow && readyForInterruptInjection(vcpu)) {
@@ -283,6 +294,7 @@ export function vcpuRun(vcpu: KvmVcpu) {
     }
     vcpu.dead = true;
   } finally {
+    kvm.currentVcpu = prevVcpu;
     postKvmRunSave(vcpu);
     kvm.ops.vcpuPut(vcpu);
   }
@@ -336,6 +348,7 @@ export function vcpuReset(vcpu: KvmVcpu, initEvent: boolean): void {
   a.regsAvail = (1 << 17) - 1;
   a.regsDirty = (1 << 17) - 1;
   a.mpState = vcpu.vcpuId === 0 || !initEvent ? KvmMpState.RUNNABLE : KvmMpState.INIT_RECEIVED;
+  vcpu.kvm.irqchip?.lapicReset(vcpu, initEvent);
   vcpu.kvm.ops.vcpuReset(vcpu, initEvent);
   vcpu.makeRequest(KvmReq.EVENT | KvmReq.TLB_FLUSH);
 }
