@@ -7,7 +7,7 @@ import { KvmExitReason, BackendClass } from '@tsvisor/core';
 import { bootGuest, buildLongModeGuest, runUntilStop } from '@tsvisor/testkit';
 import { SvmBackend } from '@tsvisor/svm';
 import { VmxBackend } from '@tsvisor/vmx';
-import { lapicTimerGuest, TIMER_COUNT } from './guest-timer';
+import { lapicTimerGuest, TIMER_COUNT } from './lapic-timer-guest';
 
 const backends: [string, BackendClass][] = [['svm', SvmBackend], ['vmx', VmxBackend]];
 

@@ -33,17 +33,18 @@ export function supportedCpuid(vendor: 'intel' | 'amd'): KvmCpuidEntry2[] {
     ({ function: fn, index, flags, eax: eax >>> 0, ebx: ebx >>> 0, ecx: ecx >>> 0, edx: edx >>> 0 });
   // Leaf 1 EDX: TSC(4) MSR(5) PAE(6) CX8(8) APIC(9) SEP(11) PGE(13) CMOV(15) PAT(16) PSE(3) DE(2)
   const leaf1Edx = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 13) | (1 << 15) | (1 << 16);
-  // Leaf 1 ECX: CX16(13) x2APIC(21) MOVBE(22) POPCNT(23) hypervisor(31)
-  const leaf1Ecx = (1 << 13) | (1 << 21) | (1 << 22) | (1 << 23) | (1 << 31);
+  // Leaf 1 ECX: CX16(13) x2APIC(21) TSC-deadline(24, the in-kernel LAPIC timer mode) hypervisor(31)
+  const leaf1Ecx = (1 << 13) | (1 << 21) | (1 << 24) | (1 << 31);
   // Family 6 model 0x3a stepping 9 on Intel; family 0x17 on AMD (signature of a plain x86-64 part).
   const signature = vendor === 'intel' ? 0x000306a9 : 0x00800f12;
-  // 0x80000001 EDX: SYSCALL(11) NX(20) RDTSCP(27) LM(29); ECX: LAHF/SAHF(0) ABM/LZCNT(5)
+  // 0x80000001 EDX: SYSCALL(11) NX(20) RDTSCP(27) LM(29); ECX: LAHF/SAHF(0)
   const ext1Edx = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29);
-  const ext1Ecx = (1 << 0) | (1 << 5);
+  const ext1Ecx = 1 << 0;
   return [
     e(0, 0xd, b, c, d),
     e(1, signature, 0x00000800, leaf1Ecx, leaf1Edx),
-    e(7, 0, (1 << 3) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 19) | (1 << 20), 0, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
+    // Leaf 7 EBX: FSGSBASE(0) SMEP(7) INVPCID(10) SMAP(20)
+    e(7, 0, (1 << 0) | (1 << 7) | (1 << 10) | (1 << 20), 0, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
     e(0xd, 1, 0x240, 0x240, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
     e(0x40000000, 0x40000001, 0x4b4d564b, 0x564b4d56, 0x4d, 0), // "KVMKVMKVM\0\0\0"
     e(0x40000001, 0, 0, 0, 0),

@@ -101,6 +101,7 @@ describe('case generation', () => {
   it('every form encodes to an instruction that decodes back to its iced Code', () => {
     const forms = enumerateForms();
     expect(forms.length).toBeGreaterThan(900);
+    const bad: string[] = [];
     for (const form of forms) {
       for (const c of generateCases(form, 20, 99)) {
         const d = new Decoder(64, c.bytes, DecoderOptions.None);
@@ -110,9 +111,13 @@ describe('case generation', () => {
         const len = ins.length;
         ins.free();
         d.free();
-        expect(`${form.id}: ${Code[code]} len ${len}`).toBe(`${form.id}: ${form.codeName} len ${c.bytes.length}`);
+        // XCHG of the accumulator with itself encodes as (66) 90, which decodes as NOP: in
+        // 64-bit mode `xchg eax, eax` (90) is a NOP that does not zero-extend RAX.
+        const decoded = form.mnemonic === 'Xchg' && Code[code].startsWith('Nop') ? form.codeName : Code[code];
+        if (decoded !== form.codeName || len !== c.bytes.length) bad.push(`${form.id}: decodes as ${Code[code]}, ${len} of ${c.bytes.length} bytes`);
       }
     }
+    expect(bad).toEqual([]);
   });
 
   it('covers edge values and shift counts', () => {
@@ -138,11 +143,13 @@ describe('case generation', () => {
     const p = new Prng(42, 'x');
     const q = new Prng(42, 'x');
     let ones = 0;
+    let same = 0;
     for (let i = 0; i < 10000; i++) {
       const v = p.u32();
-      expect(v).toBe(q.u32());
+      if (v === q.u32()) same++;
       ones += v & 1;
     }
+    expect(same).toBe(10000);
     expect(ones).toBeGreaterThan(4700);
     expect(ones).toBeLessThan(5300);
   });
@@ -184,38 +191,38 @@ describeNative('native runner against a reference ALU model', () => {
   const forms = enumerateForms().filter((f) => ['Add', 'Adc', 'Sub', 'Sbb', 'Cmp', 'And', 'Or', 'Xor'].includes(f.mnemonic) && !missingFeature(f.mnemonic));
   it(`agrees on ${forms.length} ALU forms (register, memory, immediate; all sizes; AH..BH)`, async () => {
     let checked = 0;
+    const bad: string[] = [];
     for (const form of forms) {
       const cases: DiffCase[] = generateCases(form, 200, 31);
       const out = await runner.run(cases);
       cases.forEach((c, i) => {
         const o = out[i];
         const w = form.size;
-        const ref = refAlu(form.mnemonic, c.opVals[0], c.opVals[1] & ((1n << BigInt(w)) - 1n), c.rflags & CF, w);
+        const m = (1n << BigInt(w)) - 1n;
         // Sign-extended immediates: the source is the immediate extended to the operand size.
-        const src = c.locations[1];
-        if (src.type === 'imm' && src.size < w) {
-          const ext = BigInt.asUintN(w, BigInt.asIntN(src.size, c.opVals[1]));
-          Object.assign(ref, refAlu(form.mnemonic, c.opVals[0], ext, c.rflags & CF, w));
-        }
+        const srcLoc = c.locations[1];
+        const src = srcLoc.type === 'imm' && srcLoc.size < w ? BigInt.asUintN(w, BigInt.asIntN(srcLoc.size, c.opVals[1])) : c.opVals[1] & m;
+        const ref = refAlu(form.mnemonic, c.opVals[0], src, c.rflags & CF, w);
         const ctx = `${form.id} #${i}`;
-        expect(`${ctx} vector ${o.vector}`).toBe(`${ctx} vector -1`);
-        expect(`${ctx} flags ${(o.rflags & ref.mask).toString(16)}`).toBe(`${ctx} flags ${ref.flags.toString(16)}`);
+        if (o.vector !== -1) { bad.push(`${ctx}: vector ${o.vector}`); return; }
+        if ((o.rflags & ref.mask) !== ref.flags) bad.push(`${ctx}: flags ${(o.rflags & ref.mask).toString(16)}, expected ${ref.flags.toString(16)}`);
         const dest = c.locations[0];
         if (ref.writes) {
           let got: bigint;
           if (dest.type === 'reg') {
-            got = (o.regs[dest.gpr] >> BigInt(dest.shift)) & ((1n << BigInt(w)) - 1n);
-            if (w === 32) expect(o.regs[dest.gpr] >> 32n).toBe(0n); // 32-bit writes zero-extend
+            got = (o.regs[dest.gpr] >> BigInt(dest.shift)) & m;
+            if (w === 32 && o.regs[dest.gpr] >> 32n !== 0n) bad.push(`${ctx}: 32-bit result not zero-extended`);
           } else {
             const off = 0x800 - c.memOff;
             got = 0n;
             for (let k = w / 8 - 1; k >= 0; k--) got = (got << 8n) | BigInt(o.mem[off + k]);
           }
-          expect(`${ctx} result ${got.toString(16)}`).toBe(`${ctx} result ${ref.res.toString(16)}`);
+          if (got !== ref.res) bad.push(`${ctx}: result ${got.toString(16)}, expected ${ref.res.toString(16)}`);
         }
         checked++;
       });
     }
+    expect(bad.slice(0, 10)).toEqual([]);
     expect(checked).toBe(forms.length * 200);
   });
 });

@@ -10,6 +10,16 @@ import { Form, OperandSpec, hostCpuVendor } from './forms';
 import { DATA_ADDR, CODE_ADDR, DiffInput } from './native';
 import { Prng } from './prng';
 
+// Module-level aliases of globals: under jest, code runs in a vm context where each global
+// lookup goes through interceptors and costs far more than a closure variable.
+const big = BigInt;
+const asUintN = BigInt.asUintN;
+const asIntN = BigInt.asIntN;
+const num = Number;
+const U64Array = BigUint64Array;
+const U8Array = Uint8Array;
+const M = Math;
+
 /** RFLAGS bits. */
 export const CF = 0x1, PF = 0x4, AF = 0x10, ZF = 0x40, SF = 0x80, DF = 0x400, OF = 0x800;
 /** The flags the harness sets and compares: CF PF AF ZF SF OF and DF. */
@@ -66,10 +76,10 @@ export interface DiffCase extends DiffInput {
   undefinedWhy?: string;
 }
 
-const mask = (bits: number): bigint => (1n << BigInt(bits)) - 1n;
+const mask = (bits: number): bigint => (1n << big(bits)) - 1n;
 
 export function toSigned(v: bigint, bits: number): bigint {
-  return BigInt.asIntN(bits, v);
+  return asIntN(bits, v);
 }
 
 /** A register operand of `size` bits: 8-bit choices 0..19 = AL..BL, AH..BH, SPL..DIL, R8L..R15L. */
@@ -103,10 +113,10 @@ export function dataValue(prng: Prng, bits: number): bigint {
     const edges = [0n, 1n, 2n, m, m - 1n, sMax, sMax + 1n, sMax - 1n, sMax + 2n, 0x55n * (m / 0xffn), 0xaan * (m / 0xffn)];
     return prng.pick(edges) & m;
   }
-  if (r < 0.45) return BigInt(prng.below(17)) & m;
-  if (r < 0.5) return (m - BigInt(prng.below(17))) & m;
+  if (r < 0.45) return big(prng.below(17)) & m;
+  if (r < 0.5) return (m - big(prng.below(17))) & m;
   if (r < 0.6) {
-    const bit = 1n << BigInt(prng.below(bits));
+    const bit = 1n << big(prng.below(bits));
     return prng.chance(0.5) ? bit : (bit - 1n) & m;
   }
   return prng.bits(bits);
@@ -115,14 +125,14 @@ export function dataValue(prng: Prng, bits: number): bigint {
 /** Shift/rotate count: edge counts around the width, then any byte. */
 function countValue(prng: Prng, bits: number, width: number): bigint {
   const v = prng.chance(0.6)
-    ? BigInt(prng.pick([0, 1, 2, width - 1, width, width + 1, 2 * width, 2 * width + 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 255]))
-    : BigInt(prng.below(256));
+    ? big(prng.pick([0, 1, 2, width - 1, width, width + 1, 2 * width, 2 * width + 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 255]))
+    : big(prng.below(256));
   return v & mask(bits);
 }
 
 function sparseMask(prng: Prng, bits: number): bigint {
   const r = prng.below(5);
-  if (r === 0) return prng.pick([0n, mask(bits), 1n, 1n << BigInt(bits - 1)]);
+  if (r === 0) return prng.pick([0n, mask(bits), 1n, 1n << big(bits - 1)]);
   if (r === 1) return prng.bits(bits) & prng.bits(bits) & prng.bits(bits);
   return prng.bits(bits);
 }
@@ -158,43 +168,43 @@ function valueFor(prng: Prng, role: Role, bits: number, form: Form): bigint {
     case 'mask': return sparseMask(prng, bits);
     case 'bitoffset': {
       if (prng.chance(0.5)) return prng.bits(bits);
-      const e = BigInt(prng.pick([0, 1, width - 1, width, width + 1, 2 * width - 1, -1, -width, -width - 1]));
-      return BigInt.asUintN(bits, e + BigInt(prng.below(4)) * BigInt(width));
+      const e = big(prng.pick([0, 1, width - 1, width, width + 1, 2 * width - 1, -1, -width, -width - 1]));
+      return asUintN(bits, e + big(prng.below(4)) * big(width));
     }
     case 'bitoffset-mem': {
       // A signed bit offset whose byte reach stays inside the window.
       const reach = BT_MAX_BYTE_REACH * 8;
       const e = prng.chance(0.5)
-        ? BigInt(prng.pick([0, 1, width - 1, width, -1, -width, -width - 1, 8 * width - 1, reach - 64, -reach]))
-        : BigInt(prng.below(2 * reach) - reach);
-      return BigInt.asUintN(bits, e);
+        ? big(prng.pick([0, 1, width - 1, width, -1, -width, -width - 1, 8 * width - 1, reach - 64, -reach]))
+        : big(prng.below(2 * reach) - reach);
+      return asUintN(bits, e);
     }
   }
 }
 
 function readLoc(c: { regs: BigUint64Array; mem: Uint8Array; memOff: number }, l: Location): bigint {
-  if (l.type === 'reg') return (c.regs[l.gpr] >> BigInt(l.shift)) & mask(l.size);
+  if (l.type === 'reg') return (c.regs[l.gpr] >> big(l.shift)) & mask(l.size);
   if (l.type === 'imm') return l.value & mask(l.size);
   let v = 0n;
   const o = l.offset - c.memOff;
-  for (let i = l.size / 8 - 1; i >= 0; i--) v = (v << 8n) | BigInt(c.mem[o + i]);
+  for (let i = l.size / 8 - 1; i >= 0; i--) v = (v << 8n) | big(c.mem[o + i]);
   return v;
 }
 
 function writeLoc(c: { regs: BigUint64Array; mem: Uint8Array; memOff: number }, l: Location, v: bigint): void {
   if (l.type === 'reg') {
-    const m = mask(l.size) << BigInt(l.shift);
-    c.regs[l.gpr] = (c.regs[l.gpr] & ~m) | ((v << BigInt(l.shift)) & m);
+    const m = mask(l.size) << big(l.shift);
+    c.regs[l.gpr] = (c.regs[l.gpr] & ~m) | ((v << big(l.shift)) & m);
   } else if (l.type === 'mem') {
     const o = l.offset - c.memOff;
-    for (let i = 0; i < l.size / 8; i++) c.mem[o + i] = Number((v >> BigInt(8 * i)) & 0xffn);
+    for (let i = 0; i < l.size / 8; i++) c.mem[o + i] = num((v >> big(8 * i)) & 0xffn);
   }
 }
 
 /** Write the low `bits` of a GPR, keeping the rest. */
 function setGprBits(regs: BigUint64Array, gpr: number, bits: number, v: bigint, shift = 0): void {
-  const m = mask(bits) << BigInt(shift);
-  regs[gpr] = (regs[gpr] & ~m) | ((v << BigInt(shift)) & m);
+  const m = mask(bits) << big(shift);
+  regs[gpr] = (regs[gpr] & ~m) | ((v << big(shift)) & m);
 }
 
 /** Family tweaks on implicit operands, so interesting paths are well represented. */
@@ -213,7 +223,7 @@ function tweak(prng: Prng, c: DiffCase): void {
       const r = prng.bits(64) % d;
       const n = q * d + r;
       lo = n & mask(w);
-      hi = (n >> BigInt(w)) & mask(w);
+      hi = (n >> big(w)) & mask(w);
     } else {
       const ds = toSigned(d, w);
       const q = toSigned(dataValue(prng, w), w);
@@ -221,9 +231,9 @@ function tweak(prng: Prng, c: DiffCase): void {
       let r = prng.bits(64) % ad;
       const prod = q * ds;
       if (prod < 0n || (prod === 0n && prng.chance(0.5))) r = -r;
-      const n = BigInt.asUintN(2 * w, prod + r);
+      const n = asUintN(2 * w, prod + r);
       lo = n & mask(w);
-      hi = (n >> BigInt(w)) & mask(w);
+      hi = (n >> big(w)) & mask(w);
     }
     if (w === 8) { setGprBits(c.regs, 0, 8, lo); setGprBits(c.regs, 0, 8, hi, 8); }
     else { setGprBits(c.regs, 0, w, lo); setGprBits(c.regs, 2, w, hi); }
@@ -248,7 +258,7 @@ function refineUndefined(c: DiffCase, icedUndefined: number): void {
   c.undefinedFlags = icedUndefined;
   switch (f.family) {
     case 'shift': {
-      const n = Number(c.opVals[1] & countMask);
+      const n = num(c.opVals[1] & countMask);
       if (n === 0) { c.undefinedFlags = 0; c.undefinedWhy = 'count 0: flags unchanged'; return; }
       let u = AF;
       if (n !== 1) u |= OF;
@@ -257,12 +267,12 @@ function refineUndefined(c: DiffCase, icedUndefined: number): void {
       return;
     }
     case 'rotate': {
-      const n = Number(c.opVals[1] & countMask);
+      const n = num(c.opVals[1] & countMask);
       c.undefinedFlags = n === 0 ? 0 : n === 1 ? 0 : OF;
       return;
     }
     case 'double-shift': {
-      const n = Number(c.opVals[2] & countMask);
+      const n = num(c.opVals[2] & countMask);
       if (n === 0) { c.undefinedFlags = 0; return; }
       if (n > w) {
         c.undefinedFlags = CF | PF | AF | ZF | SF | OF;
@@ -299,7 +309,7 @@ function getEncoder(): Encoder {
  * A fresh object each time: iced's create* functions take ownership of it.
  */
 function memOperand(addr32: boolean): MemoryOperand {
-  return new MemoryOperand(Register.None, Register.None, 1, BigInt(DATA_ADDR + MEM_OPERAND_OFF), addr32 ? 4 : 8, false, SEG_NONE);
+  return new MemoryOperand(Register.None, Register.None, 1, big(DATA_ADDR + MEM_OPERAND_OFF), addr32 ? 4 : 8, false, SEG_NONE);
 }
 
 type Arg = { r: Register } | { m: MemoryOperand } | { i: number; signed: boolean };
@@ -352,7 +362,7 @@ export function generateCases(form: Form, count: number, seed: number, firstInde
           if (spec.const1) v = 1n;
           else if (role === 'count') v = countValue(prng, spec.size, form.size);
           else v = dataValue(prng, spec.size);
-          const value = spec.signed ? Number(toSigned(v, spec.size)) : Number(v);
+          const value = spec.signed ? num(toSigned(v, spec.size)) : num(v);
           locations.push({ type: 'imm', value: v, size: spec.size });
           args.push({ i: value, signed: !!spec.signed });
         } else if (spec.kind === 'mem' || (spec.kind === 'rm' && form.memory)) {
@@ -368,7 +378,7 @@ export function generateCases(form: Form, count: number, seed: number, firstInde
       let icedUndefined: number;
       const ins = createInstruction(form.code, args);
       try {
-        enc.encode(ins, BigInt(CODE_ADDR));
+        enc.encode(ins, big(CODE_ADDR));
         bytes = enc.takeBuffer();
         icedUndefined = icedFlagsToRflags(ins.rflagsUndefined);
       } catch {
@@ -379,7 +389,7 @@ export function generateCases(form: Form, count: number, seed: number, firstInde
       }
       const memOff = btMem ? BT_WINDOW_OFF : WINDOW_OFF;
       const memLen = form.memory ? (btMem ? BT_WINDOW_LEN : WINDOW_LEN) : 0;
-      const regs = new BigUint64Array(16);
+      const regs = new U64Array(16);
       for (let i = 0; i < 16; i++) regs[i] = prng.u64();
       let rflags = 0x2;
       for (const b of [CF, PF, AF, ZF, SF, OF]) if (prng.chance(0.5)) rflags |= b;
@@ -409,7 +419,7 @@ let formatter: Formatter | null = null;
 /** Disassemble a case's bytes (Intel syntax) for reports. */
 export function disassemble(bytes: Uint8Array): string {
   const dec = new Decoder(64, bytes, DecoderOptions.None);
-  dec.ip = BigInt(CODE_ADDR);
+  dec.ip = big(CODE_ADDR);
   const ins = dec.decode();
   formatter ??= new Formatter(FormatterSyntax.Intel);
   const text = formatter.format(ins);

@@ -3,6 +3,16 @@ import { COMPARED_FLAGS, DiffCase, GPR_NAMES, disassemble, flagsToString, hex } 
 import { CODE_ADDR, DiffOutput } from './native';
 import { SLOT_SIZE } from './emulator';
 
+// Module-level aliases of globals: under jest, code runs in a vm context where each global
+// lookup goes through interceptors and costs far more than a closure variable.
+const big = BigInt;
+const asUintN = BigInt.asUintN;
+const asIntN = BigInt.asIntN;
+const num = Number;
+const U64Array = BigUint64Array;
+const U8Array = Uint8Array;
+const M = Math;
+
 const VECTOR_NAMES: Record<number, string> = {
   [-3]: 'emulator threw', [-2]: 'unexpected exit', [-1]: 'none', 0: '#DE', 1: '#DB', 3: '#BP', 4: '#OF', 5: '#BR', 6: '#UD',
   7: '#NM', 8: '#DF', 10: '#TS', 11: '#NP', 12: '#SS', 13: '#GP', 14: '#PF', 16: '#MF', 17: '#AC', 18: '#MC', 19: '#XM',
@@ -22,8 +32,8 @@ export function compareCase(c: DiffCase, slot: number, host: DiffOutput, emu: Di
     return diffs;
   }
   const faulted = host.vector !== -1;
-  const slotAddr = BigInt(CODE_ADDR + slot * SLOT_SIZE);
-  const expectRip = faulted ? slotAddr : slotAddr + BigInt(c.bytes.length);
+  const slotAddr = big(CODE_ADDR + slot * SLOT_SIZE);
+  const expectRip = faulted ? slotAddr : slotAddr + big(c.bytes.length);
   if (emu.rip !== expectRip) diffs.push(`rip: expected ${h64(expectRip)} (${faulted ? 'faulting instruction' : 'next instruction'}), emulator ${h64(emu.rip)}`);
   const dest = c.locations[0];
   const skipGpr = c.destUndefined && dest?.type === 'reg' ? dest.gpr : -1;

@@ -3,7 +3,8 @@
  * (CS.L=1 at CPL 3, 4-level paging over a small guest RAM in HostMemory), the same code and
  * data addresses as the native runner, and guest-mode rules under which every exception
  * exits. Each case runs exactly one instruction (`runGuest(rules, 1)`); the instruction is
- * followed by HLT, which faults (#GP) at CPL 3 if the processor ran past its budget.
+ * followed by UD2, which raises #UD if the processor ran past its budget (and, being a
+ * control transfer, ends the processor's decoded block right after the instruction).
  *
  * The processor caches decoded code per guest-physical page, and the harness writes guest
  * RAM behind its back; so all instructions of a chunk are laid out first (one 32-byte slot
@@ -15,6 +16,17 @@ import { GuestExitKind, GuestModeRules, InterceptInsn } from '../../../src/cpu/g
 import { VcpuSreg } from '../../../src/ops/types';
 import { CODE_ADDR, DATA_ADDR, DiffInput, DiffOutput, PAGE_SIZE } from './native';
 import { hostCpuVendor } from './forms';
+
+// Module-level aliases of globals: under jest, code runs in a vm context where each global
+// lookup goes through interceptors and costs far more than a closure variable.
+const big = BigInt;
+const asUintN = BigInt.asUintN;
+const asIntN = BigInt.asIntN;
+const num = Number;
+const U64Array = BigUint64Array;
+const I32Array = Int32Array;
+const U8Array = Uint8Array;
+const M = Math;
 
 export const SLOT_SIZE = 32;
 const CODE_PAGES = 16;
@@ -31,12 +43,11 @@ const GPA_DATA = GPA_CODE + CODE_PAGES * PAGE_SIZE;
 const RAM_SIZE = GPA_DATA + PAGE_SIZE;
 
 const PTE_P = 1, PTE_RW = 2, PTE_US = 4;
-const HLT = 0xf4;
 
 /** Rules of a guest that intercepts nothing but wants every exception as an exit. */
 export function exceptionExitRules(): GuestModeRules {
   return {
-    insn: new Uint8Array(InterceptInsn.COUNT),
+    insn: new U8Array(InterceptInsn.COUNT),
     exceptionExits: () => true,
     ioExits: () => true,
     msrExits: () => true,
@@ -56,7 +67,7 @@ export function exceptionExitRules(): GuestModeRules {
 
 export class EmulatorEnv {
   readonly host = new HostMemory();
-  readonly ram = new Uint8Array(RAM_SIZE);
+  readonly ram = new U8Array(RAM_SIZE);
   private readonly ramHpa: number;
   private readonly view: DataView;
   readonly phys: GuestPhysMap;
@@ -69,7 +80,7 @@ export class EmulatorEnv {
     this.view = new DataView(this.ram.buffer);
     const base = this.ramHpa;
     this.phys = { gpaToHpa: (gpa: number) => (gpa >= 0 && gpa < RAM_SIZE ? base + gpa : -1) };
-    const pte = (at: number, target: number) => this.view.setBigUint64(at, BigInt(target | PTE_P | PTE_RW | PTE_US), true);
+    const pte = (at: number, target: number) => this.view.setBigUint64(at, big(target | PTE_P | PTE_RW | PTE_US), true);
     pte(GPA_PML4 + 8 * 0, GPA_PDPT);
     pte(GPA_PDPT + 8 * 0, GPA_PD);
     pte(GPA_PD + 8 * ((CODE_ADDR >>> 21) & 511), GPA_PT_CODE);
@@ -82,8 +93,15 @@ export class EmulatorEnv {
   load(chunk: readonly DiffInput[]): void {
     if (chunk.length > SLOTS_PER_CHUNK) throw new Error(`chunk of ${chunk.length} cases exceeds ${SLOTS_PER_CHUNK}`);
     this.chunk = chunk;
-    this.ram.fill(HLT, GPA_CODE, GPA_CODE + CODE_PAGES * PAGE_SIZE);
-    chunk.forEach((c, i) => this.ram.set(c.bytes, GPA_CODE + i * SLOT_SIZE));
+    // Every slot: the instruction, then UD2 (0F 0B) repeated.
+    const code = this.ram.subarray(GPA_CODE, GPA_CODE + CODE_PAGES * PAGE_SIZE);
+    for (let i = 0; i < code.length; i += 2) { code[i] = 0x0f; code[i + 1] = 0x0b; }
+    chunk.forEach((c, i) => {
+      const at = GPA_CODE + i * SLOT_SIZE;
+      this.ram.set(c.bytes, at);
+      this.ram[at + c.bytes.length] = 0x0f;
+      this.ram[at + c.bytes.length + 1] = 0x0b;
+    });
     this.cpu = new X86Cpu(this.host, this.phys, { vendor: hostCpuVendor() });
     this.setupLongMode(this.cpu);
   }
@@ -92,7 +110,7 @@ export class EmulatorEnv {
     const s = cpu.state;
     s.cr0 = 0x80050033n; // PG AM WP NE ET MP PE
     s.cr4 = 0x6a0n; // PAE PGE OSFXSR OSXMMEXCPT
-    s.cr3 = BigInt(GPA_PML4);
+    s.cr3 = big(GPA_PML4);
     s.efer = 0xd01n; // SCE LME LMA NXE
     s.cpl = 3;
     const flat = (selector: number, type: number, l: number, db: number, dpl = 3) => ({
@@ -113,31 +131,45 @@ export class EmulatorEnv {
     const c = this.chunk[slot];
     const cpu = this.cpu!;
     const s = cpu.state;
+    // Registers as 32-bit halves straight from the case's u64 array (no BigInt arithmetic).
+    const halves = new I32Array(c.regs.buffer, c.regs.byteOffset, 32);
     for (let i = 0; i < 16; i++) {
-      s.gprLo[i] = Number(c.regs[i] & 0xffffffffn) | 0;
-      s.gprHi[i] = Number(c.regs[i] >> 32n) | 0;
+      s.gprLo[i] = halves[2 * i];
+      s.gprHi[i] = halves[2 * i + 1];
     }
     s.rflags = (c.rflags & 0xcd5) | 0x202; // arithmetic flags + DF from the case; IF=1 as in user mode
-    s.rip = BigInt(CODE_ADDR + slot * SLOT_SIZE);
+    s.rip = big(CODE_ADDR + slot * SLOT_SIZE);
     s.activity = 0;
     s.stiShadow = false;
     s.movSsShadow = false;
     cpu.injection.valid = false;
-    this.ram.fill(0xcc, GPA_DATA, GPA_DATA + PAGE_SIZE);
-    this.ram.set(c.mem, GPA_DATA + c.memOff);
+    if (c.mem.length) {
+      this.ram.fill(0xcc, GPA_DATA, GPA_DATA + PAGE_SIZE);
+      this.ram.set(c.mem, GPA_DATA + c.memOff);
+    }
 
     let vector = -1;
     let note: string | undefined;
     try {
       const kind = cpu.runGuest(this.rules, 1);
       if (kind === GuestExitKind.EXCEPTION) vector = cpu.exit.vector;
-      else if (kind !== GuestExitKind.BUDGET) { vector = -2; note = `unexpected exit ${GuestExitKind[kind]}`; }
+      else if (kind !== GuestExitKind.BUDGET) {
+        vector = -2;
+        // runGuest turns a host error (a processor bug) into a SHUTDOWN exit and keeps it.
+        const hostError = (cpu as unknown as { hostError?: Error | null }).hostError;
+        note = `unexpected exit ${GuestExitKind[kind]}${hostError ? `: processor error: ${hostError.message}` : ''}`;
+        if (hostError) (cpu as unknown as { hostError: Error | null }).hostError = null;
+      }
     } catch (e) {
       vector = -3;
       note = `runGuest threw: ${(e as Error).message}`;
     }
-    const regs = new BigUint64Array(16);
-    for (let i = 0; i < 16; i++) regs[i] = (BigInt(s.gprHi[i] >>> 0) << 32n) | BigInt(s.gprLo[i] >>> 0);
+    const regs = new U64Array(16);
+    const out = new I32Array(regs.buffer);
+    for (let i = 0; i < 16; i++) {
+      out[2 * i] = s.gprLo[i];
+      out[2 * i + 1] = s.gprHi[i];
+    }
     const mem = this.ram.slice(GPA_DATA + c.memOff, GPA_DATA + c.memOff + c.mem.length);
     return { vector, regs, rflags: s.rflags, mem, note, rip: s.rip };
   }

@@ -10,6 +10,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+// Module-level aliases of globals: under jest, code runs in a vm context where each global
+// lookup goes through interceptors and costs far more than a closure variable.
+const big = BigInt;
+const asUintN = BigInt.asUintN;
+const asIntN = BigInt.asIntN;
+const num = Number;
+const U64Array = BigUint64Array;
+const U8Array = Uint8Array;
+const M = Math;
+
 export const NATIVE_SOURCE = path.join(__dirname, '..', 'native', 'diff-runner.c');
 
 /** Fixed guest/host addresses shared by both sides (see diff-runner.c). */
@@ -87,48 +97,53 @@ export interface DiffOutput {
   note?: string;
 }
 
-const IN_FIXED = 16 + 16 * 8 + 8 + 4;
+const IN_FIXED = 16 + 16 * 8 + 8 + 8;
 const OUT_FIXED = 8 + 17 * 8;
+const pad8 = (n: number) => (n + 7) & ~7;
 
-export function encodeInputs(cases: readonly DiffInput[]): Buffer {
-  let total = 1;
-  for (const c of cases) total += IN_FIXED + c.mem.length;
-  const buf = Buffer.alloc(total);
+export function encodeInputs(cases: readonly DiffInput[]): Uint8Array {
+  let total = 8;
+  for (const c of cases) total += IN_FIXED + pad8(c.mem.length);
+  const buf = new U8Array(total);
+  const q = new U64Array(buf.buffer);
+  const dv = new DataView(buf.buffer);
   let o = 0;
   for (const c of cases) {
     if (c.bytes.length < 1 || c.bytes.length > 15) throw new Error(`bad instruction length ${c.bytes.length}`);
     buf[o] = c.bytes.length;
     buf.set(c.bytes, o + 1);
-    for (let i = 0; i < 16; i++) buf.writeBigUInt64LE(c.regs[i], o + 16 + i * 8);
-    buf.writeBigUInt64LE(BigInt(c.rflags >>> 0), o + 144);
-    buf.writeUInt16LE(c.memOff, o + 152);
-    buf.writeUInt16LE(c.mem.length, o + 154);
+    q.set(c.regs, (o + 16) >> 3);
+    q[(o + 144) >> 3] = big(c.rflags >>> 0);
+    dv.setUint16(o + 152, c.memOff, true);
+    dv.setUint16(o + 154, c.mem.length, true);
     buf.set(c.mem, o + IN_FIXED);
-    o += IN_FIXED + c.mem.length;
+    o += IN_FIXED + pad8(c.mem.length);
   }
   buf[o] = 0xff; // flush
   return buf;
 }
 
-export function decodeOutputs(cases: readonly DiffInput[], buf: Buffer): DiffOutput[] {
+/** `buf` must start at an 8-byte-aligned offset of its ArrayBuffer. */
+export function decodeOutputs(cases: readonly DiffInput[], buf: Uint8Array): DiffOutput[] {
   const out: DiffOutput[] = [];
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const q = new U64Array(buf.buffer, buf.byteOffset, buf.byteLength >> 3);
   let o = 0;
   for (const c of cases) {
-    const vector = buf.readInt32LE(o);
-    const signal = buf.readUInt32LE(o + 4);
-    const regs = new BigUint64Array(16);
-    for (let i = 0; i < 16; i++) regs[i] = buf.readBigUInt64LE(o + 8 + i * 8);
-    const rflags = Number(buf.readBigUInt64LE(o + 136) & 0xffffffffn);
-    const mem = Uint8Array.from(buf.subarray(o + OUT_FIXED, o + OUT_FIXED + c.mem.length));
+    const vector = dv.getInt32(o, true);
+    const signal = dv.getUint32(o + 4, true);
+    const regs = q.slice((o + 8) >> 3, (o + 136) >> 3);
+    const rflags = dv.getUint32(o + 136, true);
+    const mem = buf.slice(o + OUT_FIXED, o + OUT_FIXED + c.mem.length);
     out.push({ vector, regs, rflags, mem, note: signal ? `host signal ${signal}` : undefined });
-    o += OUT_FIXED + c.mem.length;
+    o += OUT_FIXED + pad8(c.mem.length);
   }
   return out;
 }
 
 export function outputSize(cases: readonly DiffInput[]): number {
   let n = 0;
-  for (const c of cases) n += OUT_FIXED + c.mem.length;
+  for (const c of cases) n += OUT_FIXED + pad8(c.mem.length);
   return n;
 }
 
@@ -141,7 +156,7 @@ export class NativeRunner {
   private chunks: Buffer[] = [];
   private have = 0;
   private want = 0;
-  private waiter: ((b: Buffer) => void) | null = null;
+  private waiter: ((b: Uint8Array) => void) | null = null;
   private failer: ((e: Error) => void) | null = null;
   private stderr = '';
   private queue: Promise<unknown> = Promise.resolve();
@@ -162,15 +177,22 @@ export class NativeRunner {
 
   private deliver(): void {
     if (!this.waiter || this.have < this.want) return;
-    const all = Buffer.concat(this.chunks);
-    const mine = all.subarray(0, this.want);
-    const rest = all.subarray(this.want);
-    this.chunks = rest.length ? [Buffer.from(rest)] : [];
-    this.have = rest.length;
+    // Copy into a fresh (8-byte-aligned) buffer so the records can be viewed as u64s.
+    const mine = new U8Array(this.want);
+    let o = 0;
+    const rest: Buffer[] = [];
+    for (const ch of this.chunks) {
+      const take = M.min(ch.length, this.want - o);
+      mine.set(ch.subarray(0, take), o);
+      o += take;
+      if (take < ch.length) rest.push(ch.subarray(take));
+    }
+    this.chunks = rest;
+    this.have -= this.want;
     const w = this.waiter;
     this.waiter = null;
     this.failer = null;
-    w(Buffer.from(mine));
+    w(mine);
   }
 
   run(cases: readonly DiffInput[]): Promise<DiffOutput[]> {

@@ -39,6 +39,7 @@ export function casesPerForm(): number {
 
 export interface FormResult {
   form: string;
+  mnemonic: string;
   family: string;
   size: number;
   cases: number;
@@ -72,7 +73,7 @@ export async function runForm(
     }
   }
   return {
-    form: form.id, family: form.family, size: form.size, cases: count, hostExceptions, mismatches,
+    form: form.id, mnemonic: form.mnemonic, family: form.family, size: form.size, cases: count, hostExceptions, mismatches,
     status: mismatches ? 'mismatch' : 'pass', examples, example: examples[0],
   };
 }
@@ -114,11 +115,11 @@ export function describeFamily(family: string): void {
     for (const form of forms) {
       const feature = missingFeature(form.mnemonic);
       if (feature) {
-        results.push({ form: form.id, family, size: form.size, cases: 0, hostExceptions: 0, mismatches: 0, status: 'skipped', note: `host lacks ${feature}` });
+        results.push({ form: form.id, mnemonic: form.mnemonic, family, size: form.size, cases: 0, hostExceptions: 0, mismatches: 0, status: 'skipped', note: `host lacks ${feature}` });
         it.skip(`${form.id} (${form.size}-bit): host CPU lacks ${feature}`, () => undefined);
         continue;
       }
-      const known = knownMismatch(form.id, form.codeName);
+      const known = knownMismatch(form.id);
       const title = `${form.id} (${form.size}-bit)${known ? ` — known mismatch: ${known}` : ''}`;
       (known ? it.failing : it)(title, async () => {
         const r = await runForm(form, count, seed, runner, env);
@@ -129,7 +130,7 @@ export function describeFamily(family: string): void {
             `${r.mismatches} of ${r.cases} cases differ from the host CPU (seed ${seed}):\n\n${examples.join('\n\n')}`,
           );
         }
-      });
+      }, 60_000 + count * 2);
     }
   });
 }

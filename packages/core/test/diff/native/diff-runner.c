@@ -7,14 +7,16 @@
  * time (never committed as a binary). Protocol (all little-endian), on stdin:
  *
  *   case record:  u8 len (1..15) | u8 insn[15] | u64 gpr[16] (RAX..R15, KVM order)
- *                 | u64 rflags | u16 memOff | u16 memLen | u8 mem[memLen]
- *   flush record: u8 0xFF (write out everything produced so far)
+ *                 | u64 rflags | u16 memOff | u16 memLen | u32 0 | u8 mem[memLen] | pad to 8
+ *   flush record: u8 0xFF | 7 bytes (write out everything produced so far)
  *
  * on stdout, for every case record:
  *
  *   i32 vector (-1: completed; otherwise the exception vector from the kernel's trap number:
  *               0 #DE, 6 #UD, 13 #GP, 14 #PF, ...) | u32 signal | u64 gpr[16] | u64 rflags
- *   | u8 mem[memLen]
+ *   | u8 mem[memLen] | pad to 8
+ *
+ * Records are multiples of 8 bytes so the TypeScript side can view them as u64 arrays.
  *
  * The instruction is copied to CODE_ADDR followed by an absolute indirect jump back to
  * `stub_return`. Before it runs, the data page at DATA_ADDR is filled with 0xCC and the
@@ -40,7 +42,8 @@
 #define CODE_ADDR 0x20000000UL
 #define DATA_ADDR 0x30000000UL
 #define PAGE 4096
-#define IN_FIXED (16 + 16 * 8 + 8 + 4)
+#define IN_FIXED (16 + 16 * 8 + 8 + 8)
+#define PAD8(n) (((n) + 7u) & ~7u)
 
 /* Shared with the assembly stub below (RIP-relative). */
 __attribute__((visibility("hidden"))) uint64_t in_regs[16];
@@ -162,12 +165,17 @@ int main(void) {
   for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
 
   static uint8_t inbuf[IN_FIXED];
-  static uint8_t mem[PAGE];
+  static uint8_t mem[PAGE + 8];
   static uint8_t outbuf[8 + 17 * 8];
   for (;;) {
     uint8_t len;
     if (!read_full(&len, 1)) break;
-    if (len == 0xFF) { fflush(stdout); continue; }
+    if (len == 0xFF) {
+      uint8_t pad[7];
+      if (!read_full(pad, 7)) break;
+      fflush(stdout);
+      continue;
+    }
     inbuf[0] = len;
     if (!read_full(inbuf + 1, IN_FIXED - 1)) { fprintf(stderr, "diff-runner: short record\n"); return 2; }
     if (len == 0 || len > 15) { fprintf(stderr, "diff-runner: bad instruction length %u\n", len); return 2; }
@@ -177,7 +185,7 @@ int main(void) {
     memcpy(&mem_off, inbuf + 16 + 136, 2);
     memcpy(&mem_len, inbuf + 16 + 138, 2);
     if ((unsigned)mem_off + mem_len > PAGE) { fprintf(stderr, "diff-runner: bad memory window\n"); return 2; }
-    if (mem_len && !read_full(mem, mem_len)) { fprintf(stderr, "diff-runner: short memory\n"); return 2; }
+    if (mem_len && !read_full(mem, PAD8(mem_len))) { fprintf(stderr, "diff-runner: short memory\n"); return 2; }
 
     /* Only the arithmetic flags and DF come from the input (no TF/AC), bit 1 always set. */
     in_flags = (in_flags & 0xCD5) | 0x2;
@@ -207,7 +215,11 @@ int main(void) {
       memcpy(outbuf + 136, &fault_flags, 8);
     }
     fwrite(outbuf, 1, sizeof outbuf, stdout);
-    if (mem_len) fwrite(data + mem_off, 1, mem_len, stdout);
+    if (mem_len) {
+      static const uint8_t zeros[8];
+      fwrite(data + mem_off, 1, mem_len, stdout);
+      fwrite(zeros, 1, PAD8(mem_len) - mem_len, stdout);
+    }
   }
   fflush(stdout);
   return 0;
