@@ -1,0 +1,18 @@
+/**
+ * @tsvisor/cli — the `tsvisor` command, usable as a library: `main(argv, io)` runs a
+ * command in-process with injectable stdout/stderr and returns its exit status.
+ */
+export { main, formatBackends } from './main';
+export { ExitStatus, CliError } from './status';
+export type { CliIo } from './io';
+export { parseCommandLine, parseAddress, parseSize, parseCount } from './args';
+export type { Command, RunOptions } from './args';
+export {
+  BUILTIN_BACKENDS, AUTO_FALLBACK, BACKEND_KEYWORD, hostVendorId, autoBackend, resolveBackend,
+  findBackendClass, declaresBackend, findInstalledBackendPackages, listBackends,
+} from './backends';
+export type { BuiltinBackend, ResolvedBackend, BackendListing } from './backends';
+export { runCommand, exitTable } from './run';
+export { loadGuest, demoGuest, flatBinaryGuest, START_MODES } from './guest';
+export type { GuestSpec, StartMode } from './guest';
+export { SerialConsole, PortIo, COM1_BASE } from './ports';
