@@ -8,3 +8,4 @@ export * from './guests';
 export { Code, Instruction, Register as IcedRegister } from 'iced-x86';
 export * from './run';
 export * from './conformance';
+export * from './fuzz/guest-fuzz';

@@ -67,6 +67,11 @@ export class KvmRun {
   readonly internal = { suberror: 0, data: [] as bigint[] };
   /** tsvisor addition: a human-readable account of an INTERNAL_ERROR or FAIL_ENTRY. */
   internalMessage = '';
+  /**
+   * tsvisor addition: set when a JavaScript exception reached KVM_RUN (a host bug, never a
+   * guest's doing); the vCPU is then dead. Empty otherwise.
+   */
+  hostError = '';
   readonly systemEvent = { type: 0, flags: 0n };
   readonly debug = { exception: 0, pc: 0n, dr6: 0n, dr7: 0n };
   readonly hypercall = { nr: 0n, args: [0n, 0n, 0n, 0n, 0n, 0n], ret: 0n };
