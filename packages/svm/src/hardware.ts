@@ -1,0 +1,573 @@
+/**
+ * The emulated SVM hardware: what an AMD processor does on VMRUN and #VMEXIT (AMD APM Vol. 2
+ * 15.5 and 15.6), in front of core's vendor-neutral processor. VMRUN checks the VMCB
+ * (15.5.1), honours the VMCB clean bits (15.15.3), performs the TLB_CONTROL flush (15.16.1),
+ * loads the guest state from the save area, turns the intercept vectors and the IOPM/MSRPM
+ * into the processor's guest-mode rules, injects EVENTINJ (15.20) and runs the guest. #VMEXIT
+ * stores the guest state back and writes EXITCODE, EXITINFO1/2, EXITINTINFO, nRIP and the
+ * guest instruction bytes (decode assists, 15.8).
+ *
+ * KVM's __svm_vcpu_run also executes VMLOAD/VMSAVE around VMRUN; the state those move (FS,
+ * GS, TR, LDTR, KernelGSBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_*) is loaded and stored here
+ * with the rest, which is the combined effect.
+ */
+import {
+  CrAccessType, EventType, GuestExit, GuestExitKind, GuestModeRules, HostMemory, InterceptInsn, KvmSegment,
+  TdpWalker, X86Cpu, emptySegment,
+} from '@tsvisor/core';
+import {
+  CLEAN_GROUPS, fieldBytes, Intercept1, Intercept2, Intercept3, SREG_FIELDS,
+  SVM_INTERRUPT_SHADOW_MASK, SVM_NESTED_CTL_NP_ENABLE, TlbControl, V_IRQ_MASK, V_TPR_MASK, VMCB_CONTROL, VMCB_SAVE,
+  VMCB_SIZE, VmcbCleanBit,
+} from './vmcb/layout';
+import { Vmcb, attribToCpu, cpuToAttrib } from './vmcb/vmcb';
+import { Iopm, Msrpm } from './vmcb/permission-maps';
+import { vmrunConsistencyCheck, VmrunCheckFailure } from './vmcb/checks';
+import {
+  SVM_CR_VALID, SVM_EVTINJ_TYPE_MASK, SVM_EVTINJ_TYPE_SHIFT, SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR,
+  SVM_EXIT_ERR_U64, SVM_IOIO_A16, SVM_IOIO_A32, SVM_IOIO_A64, SVM_IOIO_PORT_SHIFT, SVM_IOIO_REP,
+  SVM_IOIO_SEG_SHIFT, SVM_IOIO_STR, SVM_IOIO_SZ16, SVM_IOIO_SZ32, SVM_IOIO_SZ8, SVM_IOIO_TYPE_IN, SvmEventType, SvmExit,
+  SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE, SVM_EXITINFOSHIFT_TS_REASON_IRET, SVM_EXITINFOSHIFT_TS_REASON_JMP,
+} from './vmcb/exit-codes';
+import { NptWalker, npfErrorCode } from './npt/npt';
+
+/** InterceptInsn → (intercept vector word, bit) as APM Table B-1 assigns them. */
+const INSN_INTERCEPTS: ReadonlyArray<[InterceptInsn, 'MISC1' | 'MISC2' | 'MISC3', number]> = [
+  [InterceptInsn.CPUID, 'MISC1', Intercept1.CPUID],
+  [InterceptInsn.HLT, 'MISC1', Intercept1.HLT],
+  [InterceptInsn.INVD, 'MISC1', Intercept1.INVD],
+  [InterceptInsn.INVLPG, 'MISC1', Intercept1.INVLPG],
+  [InterceptInsn.RDPMC, 'MISC1', Intercept1.RDPMC],
+  [InterceptInsn.RDTSC, 'MISC1', Intercept1.RDTSC],
+  [InterceptInsn.PAUSE, 'MISC1', Intercept1.PAUSE],
+  [InterceptInsn.IRET, 'MISC1', Intercept1.IRET],
+  [InterceptInsn.INTN, 'MISC1', Intercept1.INTN],
+  [InterceptInsn.PUSHF, 'MISC1', Intercept1.PUSHF],
+  [InterceptInsn.POPF, 'MISC1', Intercept1.POPF],
+  [InterceptInsn.RSM, 'MISC1', Intercept1.RSM],
+  [InterceptInsn.INVLPGA, 'MISC1', Intercept1.INVLPGA],
+  [InterceptInsn.SIDT, 'MISC1', Intercept1.IDTR_READ],
+  [InterceptInsn.SGDT, 'MISC1', Intercept1.GDTR_READ],
+  [InterceptInsn.SLDT, 'MISC1', Intercept1.LDTR_READ],
+  [InterceptInsn.STR, 'MISC1', Intercept1.TR_READ],
+  [InterceptInsn.LIDT, 'MISC1', Intercept1.IDTR_WRITE],
+  [InterceptInsn.LGDT, 'MISC1', Intercept1.GDTR_WRITE],
+  [InterceptInsn.LLDT, 'MISC1', Intercept1.LDTR_WRITE],
+  [InterceptInsn.LTR, 'MISC1', Intercept1.TR_WRITE],
+  [InterceptInsn.VMRUN, 'MISC2', Intercept2.VMRUN],
+  [InterceptInsn.VMMCALL, 'MISC2', Intercept2.VMMCALL],
+  [InterceptInsn.VMLOAD, 'MISC2', Intercept2.VMLOAD],
+  [InterceptInsn.VMSAVE, 'MISC2', Intercept2.VMSAVE],
+  [InterceptInsn.STGI, 'MISC2', Intercept2.STGI],
+  [InterceptInsn.CLGI, 'MISC2', Intercept2.CLGI],
+  [InterceptInsn.SKINIT, 'MISC2', Intercept2.SKINIT],
+  [InterceptInsn.RDTSCP, 'MISC2', Intercept2.RDTSCP],
+  [InterceptInsn.ICEBP, 'MISC2', Intercept2.ICEBP],
+  [InterceptInsn.WBINVD, 'MISC2', Intercept2.WBINVD],
+  [InterceptInsn.MONITOR, 'MISC2', Intercept2.MONITOR],
+  [InterceptInsn.MWAIT, 'MISC2', Intercept2.MWAIT],
+  [InterceptInsn.XSETBV, 'MISC2', Intercept2.XSETBV],
+  [InterceptInsn.INVPCID, 'MISC3', Intercept3.INVPCID],
+];
+
+/** InterceptInsn → #VMEXIT code for an intercepted instruction. */
+const INSN_EXIT_CODE: Partial<Record<InterceptInsn, number>> = {
+  [InterceptInsn.CPUID]: SvmExit.CPUID, [InterceptInsn.HLT]: SvmExit.HLT, [InterceptInsn.INVD]: SvmExit.INVD,
+  [InterceptInsn.INVLPG]: SvmExit.INVLPG, [InterceptInsn.RDPMC]: SvmExit.RDPMC, [InterceptInsn.RDTSC]: SvmExit.RDTSC,
+  [InterceptInsn.PAUSE]: SvmExit.PAUSE, [InterceptInsn.IRET]: SvmExit.IRET, [InterceptInsn.INTN]: SvmExit.SWINT,
+  [InterceptInsn.PUSHF]: SvmExit.PUSHF, [InterceptInsn.POPF]: SvmExit.POPF, [InterceptInsn.RSM]: SvmExit.RSM,
+  [InterceptInsn.INVLPGA]: SvmExit.INVLPGA, [InterceptInsn.SIDT]: SvmExit.IDTR_READ, [InterceptInsn.SGDT]: SvmExit.GDTR_READ,
+  [InterceptInsn.SLDT]: SvmExit.LDTR_READ, [InterceptInsn.STR]: SvmExit.TR_READ, [InterceptInsn.LIDT]: SvmExit.IDTR_WRITE,
+  [InterceptInsn.LGDT]: SvmExit.GDTR_WRITE, [InterceptInsn.LLDT]: SvmExit.LDTR_WRITE, [InterceptInsn.LTR]: SvmExit.TR_WRITE,
+  [InterceptInsn.VMRUN]: SvmExit.VMRUN, [InterceptInsn.VMMCALL]: SvmExit.VMMCALL, [InterceptInsn.VMLOAD]: SvmExit.VMLOAD,
+  [InterceptInsn.VMSAVE]: SvmExit.VMSAVE, [InterceptInsn.STGI]: SvmExit.STGI, [InterceptInsn.CLGI]: SvmExit.CLGI,
+  [InterceptInsn.SKINIT]: SvmExit.SKINIT, [InterceptInsn.RDTSCP]: SvmExit.RDTSCP, [InterceptInsn.ICEBP]: SvmExit.ICEBP,
+  [InterceptInsn.WBINVD]: SvmExit.WBINVD, [InterceptInsn.MONITOR]: SvmExit.MONITOR, [InterceptInsn.MWAIT]: SvmExit.MWAIT,
+  [InterceptInsn.XSETBV]: SvmExit.XSETBV, [InterceptInsn.INVPCID]: SvmExit.INVPCID,
+};
+
+/** CLEAN_GROUPS as flat [offset, length, …] byte ranges, for the copy at every VMRUN. */
+const CLEAN_RANGES: readonly number[][] = Array.from({ length: VmcbCleanBit.COUNT }, (_, bit) =>
+  CLEAN_GROUPS[bit].flatMap((fld) => [fld.offset, fieldBytes(fld)]));
+
+/** CR0 bits a selective CR0 write may change without exiting (APM 15.9.2): TS and MP. */
+const SVM_CR0_SELECTIVE_MASK = (1n << 3n) | (1n << 1n);
+
+/**
+ * The guest-mode rules of one VMRUN, derived from the (effective) VMCB: the intercept
+ * vectors, the IOPM and MSRPM at their physical addresses, V_IRQ+VINTR, N_CR3 and the ASID.
+ */
+export class SvmGuestModeRules implements GuestModeRules {
+  readonly insn = new Uint8Array(InterceptInsn.COUNT);
+  interceptCr = 0;
+  interceptDr = 0;
+  interceptExceptions = 0;
+  misc1 = 0;
+  misc2 = 0;
+  misc3 = 0;
+  iopm: Iopm | null = null;
+  msrpm: Msrpm | null = null;
+  irqWindowExiting = false;
+  readonly nmiWindowExiting = false;
+  shutdownExits = false;
+  tdp: TdpWalker | null = null;
+  tlbTag = 0;
+  readonly monitorTrapFlag = false;
+  readonly preemptionDeadlineTsc = -1n;
+
+  constructor(private readonly cpu: X86Cpu) {}
+
+  exceptionExits(vector: number): boolean {
+    return vector < 32 && ((this.interceptExceptions >>> vector) & 1) === 1;
+  }
+  ioExits(port: number, size: number): boolean {
+    return ((this.misc1 >>> Intercept1.IOIO_PROT) & 1) === 1 && this.iopm!.intercepts(port, size);
+  }
+  msrExits(index: number, isWrite: boolean): boolean {
+    return ((this.misc1 >>> Intercept1.MSR_PROT) & 1) === 1 && this.msrpm!.intercepts(index, isWrite);
+  }
+  crWriteExits(cr: number, value: bigint): boolean {
+    if ((this.interceptCr >>> (16 + cr)) & 1) return true;
+    if (cr === 0 && (this.misc1 >>> Intercept1.CR0_SEL_WRITE) & 1) {
+      return ((this.cpu.state.cr0 ^ value) & ~SVM_CR0_SELECTIVE_MASK & 0xffffffffn) !== 0n;
+    }
+    return false;
+  }
+  crReadExits(cr: number): boolean {
+    return ((this.interceptCr >>> cr) & 1) === 1;
+  }
+  crReadValue(_cr: number, real: bigint): bigint {
+    return real;
+  }
+  drExits(dr: number, isWrite: boolean): boolean {
+    return ((this.interceptDr >>> (dr + (isWrite ? 16 : 0))) & 1) === 1;
+  }
+}
+
+/** The processor's copy of the clean-bit-covered VMCB fields (APM 15.15.3). */
+interface VmcbCache {
+  pa: number;
+  bytes: Uint8Array;
+}
+
+export interface VmrunResult {
+  /** The consistency check that failed (EXITCODE = VMEXIT_INVALID), or null. */
+  failure: VmrunCheckFailure | null;
+  /** The neutral exit, for diagnostics; the architectural result is in the VMCB. */
+  kind: GuestExitKind;
+}
+
+/**
+ * One processor's SVM unit. Owns the clean-bit cache and the rules object (no allocation per
+ * VMRUN on the hot path beyond the permission-map views, which are cached by address).
+ */
+export class SvmHardware {
+  readonly rules: SvmGuestModeRules;
+  private cache: VmcbCache | null = null;
+  /** Scratch page: the VMCB as this VMRUN sees it (memory overlaid with clean cached groups). */
+  private readonly effective = new Vmcb(new Uint8Array(VMCB_SIZE), -1);
+  private iopmCache: Iopm | null = null;
+  /** The misc intercept words rules.insn was last derived from (NaN: never). */
+  private readonly insnFrom = [NaN, NaN, NaN];
+  private msrpmCache: Msrpm | null = null;
+  private walker: NptWalker | null = null;
+  private readonly seg: KvmSegment = emptySegment();
+  /** Flushes performed because of TLB_CONTROL (for tests and statistics). */
+  tlbControlFlushes = 0;
+
+  constructor(readonly cpu: X86Cpu, readonly host: HostMemory) {
+    this.rules = new SvmGuestModeRules(cpu);
+  }
+
+  /** Forget the cached VMCB (as a different VMCB or a processor reset would). */
+  invalidateCache(): void {
+    this.cache = null;
+  }
+
+  /**
+   * The VMCB as VMRUN reads it: memory, except that a group whose clean bit is set is taken
+   * from the processor's cache when that cache belongs to this VMCB (APM 15.15.3: "the
+   * processor may use its cached copy"). A backend that changes a field without clearing the
+   * group's clean bit therefore runs with the stale value, as on hardware.
+   */
+  effectiveVmcb(vmcb: Vmcb): Vmcb {
+    const eff = this.effective;
+    eff.bytes.set(vmcb.bytes);
+    const c = this.cache;
+    if (c && c.pa === vmcb.pa) {
+      const clean = vmcb.read32(VMCB_CONTROL.VMCB_CLEAN);
+      const dst = eff.bytes;
+      const src = c.bytes;
+      for (let bit = 0; bit < VmcbCleanBit.COUNT; bit++) {
+        if (!((clean >>> bit) & 1)) continue;
+        const ranges = CLEAN_RANGES[bit];
+        for (let i = 0; i < ranges.length; i += 2) {
+          for (let o = ranges[i], end = o + ranges[i + 1]; o < end; o++) dst[o] = src[o];
+        }
+      }
+    }
+    return eff;
+  }
+
+  private rememberCache(vmcb: Vmcb, from: Vmcb): void {
+    if (!this.cache || this.cache.pa !== vmcb.pa) this.cache = { pa: vmcb.pa, bytes: new Uint8Array(VMCB_SIZE) };
+    this.cache.bytes.set(from.bytes);
+  }
+
+  /**
+   * VMRUN: checks, load, run under the intercepts for at most `budget` instructions, #VMEXIT.
+   * The caller has put the GPRs other than RAX/RSP into the processor (KVM's __svm_vcpu_run).
+   */
+  vmrun(vmcb: Vmcb, budget: number): VmrunResult {
+    const eff = this.effectiveVmcb(vmcb);
+    const failure = vmrunConsistencyCheck(eff);
+    if (failure) {
+      // APM 15.5.1: an illegal state makes VMRUN exit at once with VMEXIT_INVALID; no guest state is loaded.
+      vmcb.write64(VMCB_CONTROL.EXITCODE, SVM_EXIT_ERR_U64);
+      vmcb.write64(VMCB_CONTROL.EXITINFO1, 0n);
+      vmcb.write64(VMCB_CONTROL.EXITINFO2, 0n);
+      vmcb.write64(VMCB_CONTROL.EXITINTINFO, 0n);
+      this.cache = null;
+      return { failure, kind: GuestExitKind.NONE };
+    }
+    this.tlbControl(eff);
+    this.loadGuestState(eff);
+    this.buildRules(eff);
+    this.injectEvent(eff);
+    this.rememberCache(vmcb, eff);
+    const kind = this.runWithPauseFilter(eff, budget);
+    this.vmexit(vmcb, eff);
+    return { failure: null, kind };
+  }
+
+  /** PAUSE instructions the filter let through in the last VMRUN (for tests and statistics). */
+  pausesFiltered = 0;
+
+  /**
+   * APM 15.14.4 (pause filter): with the PAUSE intercept set and PAUSE_FILTER_COUNT = n, the
+   * processor executes n PAUSEs without exiting, counting down, and exits on the next one.
+   * The count is loaded from the VMCB at each VMRUN. With a threshold, a PAUSE more than
+   * `threshold` cycles after the previous one reloads the count.
+   */
+  private runWithPauseFilter(eff: Vmcb, budget: number): GuestExitKind {
+    const s = this.cpu.state;
+    const pauseIntercepted = this.rules.insn[InterceptInsn.PAUSE] !== 0;
+    const initial = eff.read16(VMCB_CONTROL.PAUSE_FILTER_COUNT);
+    const threshold = eff.read16(VMCB_CONTROL.PAUSE_FILTER_THRESHOLD);
+    let count = initial;
+    let lastPauseTsc = -1n;
+    const start = s.instructionsRetired;
+    this.pausesFiltered = 0;
+    for (;;) {
+      const kind = this.cpu.runGuest(this.rules, Math.max(1, budget - (s.instructionsRetired - start)));
+      const ex = this.cpu.exit;
+      if (!(pauseIntercepted && kind === GuestExitKind.INSTRUCTION && ex.insn === InterceptInsn.PAUSE)) return kind;
+      if (threshold && lastPauseTsc >= 0n && s.tsc - lastPauseTsc > BigInt(threshold)) count = initial;
+      lastPauseTsc = s.tsc;
+      if (count === 0) return kind;
+      count--;
+      // The filtered PAUSE executes: it has no effect beyond retiring.
+      s.rip = ex.nextRip;
+      s.instructionsRetired++;
+      s.stiShadow = false;
+      s.movSsShadow = false;
+      this.pausesFiltered++;
+      if (s.instructionsRetired - start >= budget) {
+        ex.kind = GuestExitKind.BUDGET;
+        return GuestExitKind.BUDGET;
+      }
+    }
+  }
+
+  /** APM 15.16.1: TLB_CONTROL takes effect at this VMRUN. */
+  private tlbControl(eff: Vmcb): void {
+    const ctl = eff.read8(VMCB_CONTROL.TLB_CONTROL);
+    const asid = eff.read32(VMCB_CONTROL.GUEST_ASID);
+    switch (ctl) {
+      case TlbControl.DO_NOTHING: return;
+      case TlbControl.FLUSH_ALL_ASID: this.cpu.flushTlbAll(); break;
+      case TlbControl.FLUSH_ASID: case TlbControl.FLUSH_ASID_LOCAL: this.cpu.flushTlbTag(asid); break;
+      default: this.cpu.flushTlbAll(); break;
+    }
+    this.tlbControlFlushes++;
+  }
+
+  /** Load the processor from the save area (APM 15.5.2 "VMRUN … loads guest state"). */
+  loadGuestState(eff: Vmcb): void {
+    const s = this.cpu.state;
+    for (let i = 0; i < 8; i++) {
+      const fld = SREG_FIELDS[i];
+      s.segSel[i] = eff.segSelector(fld);
+      const base = eff.segBase(fld);
+      s.segBaseLo[i] = Number(base & 0xffffffffn) | 0;
+      s.segBaseHi[i] = Number(base >> 32n) | 0;
+      s.segLimit[i] = eff.segLimit(fld);
+      s.segAttr[i] = attribToCpu(eff.segAttrib(fld));
+    }
+    s.gdtrBase = eff.segBase(VMCB_SAVE.GDTR);
+    s.gdtrLimit = eff.segLimit(VMCB_SAVE.GDTR) & 0xffff;
+    s.idtrBase = eff.segBase(VMCB_SAVE.IDTR);
+    s.idtrLimit = eff.segLimit(VMCB_SAVE.IDTR) & 0xffff;
+    // APM 15.5.1: the CPL is taken from the VMCB, not from SS or CS.
+    s.cpl = eff.read8(VMCB_SAVE.CPL) & 3;
+    s.efer = eff.read64(VMCB_SAVE.EFER);
+    s.cr0 = eff.read64(VMCB_SAVE.CR0);
+    s.cr2 = eff.read64(VMCB_SAVE.CR2);
+    s.cr3 = eff.read64(VMCB_SAVE.CR3);
+    s.cr4 = eff.read64(VMCB_SAVE.CR4);
+    s.cr8 = BigInt(eff.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK);
+    s.dr6 = eff.read64(VMCB_SAVE.DR6);
+    s.dr7 = eff.read64(VMCB_SAVE.DR7);
+    s.rflags = Number(eff.read64(VMCB_SAVE.RFLAGS) & 0xffffffffn);
+    s.rip = eff.read64(VMCB_SAVE.RIP);
+    s.setGpr(4, eff.read64(VMCB_SAVE.RSP));
+    s.setGpr(0, eff.read64(VMCB_SAVE.RAX));
+    s.star = eff.read64(VMCB_SAVE.STAR);
+    s.lstar = eff.read64(VMCB_SAVE.LSTAR);
+    s.cstar = eff.read64(VMCB_SAVE.CSTAR);
+    s.sfmask = eff.read64(VMCB_SAVE.SFMASK);
+    s.kernelGsBase = eff.read64(VMCB_SAVE.KERNEL_GS_BASE);
+    s.sysenterCs = eff.read64(VMCB_SAVE.SYSENTER_CS);
+    s.sysenterEsp = eff.read64(VMCB_SAVE.SYSENTER_ESP);
+    s.sysenterEip = eff.read64(VMCB_SAVE.SYSENTER_EIP);
+    s.debugctl = eff.read64(VMCB_SAVE.DBGCTL);
+    const np = (eff.read64(VMCB_CONTROL.NP_ENABLE) & SVM_NESTED_CTL_NP_ENABLE) !== 0n;
+    // APM 15.25.8: with nested paging the guest's PAT is G_PAT.
+    if (np) s.pat = eff.read64(VMCB_SAVE.G_PAT);
+    s.tscOffset = eff.read64(VMCB_CONTROL.TSC_OFFSET);
+    const shadow = (eff.read64(VMCB_CONTROL.INTERRUPT_SHADOW) & BigInt(SVM_INTERRUPT_SHADOW_MASK)) !== 0n;
+    s.stiShadow = shadow;
+    s.movSsShadow = false;
+    s.activity = 0;
+  }
+
+  private buildRules(eff: Vmcb): void {
+    const r = this.rules;
+    r.interceptCr = eff.read32(VMCB_CONTROL.INTERCEPT_CR);
+    r.interceptDr = eff.read32(VMCB_CONTROL.INTERCEPT_DR);
+    r.interceptExceptions = eff.read32(VMCB_CONTROL.INTERCEPT_EXCEPTIONS);
+    r.misc1 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC1);
+    r.misc2 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC2);
+    r.misc3 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC3);
+    if (r.misc1 !== this.insnFrom[0] || r.misc2 !== this.insnFrom[1] || r.misc3 !== this.insnFrom[2]) {
+      this.insnFrom[0] = r.misc1;
+      this.insnFrom[1] = r.misc2;
+      this.insnFrom[2] = r.misc3;
+      r.insn.fill(0);
+      for (const [insn, word, bit] of INSN_INTERCEPTS) {
+        const w = word === 'MISC1' ? r.misc1 : word === 'MISC2' ? r.misc2 : r.misc3;
+        r.insn[insn] = (w >>> bit) & 1;
+      }
+    }
+    const iopmPa = Number(eff.read64(VMCB_CONTROL.IOPM_BASE_PA) & ~0xfffn);
+    const msrpmPa = Number(eff.read64(VMCB_CONTROL.MSRPM_BASE_PA) & ~0xfffn);
+    if (r.misc1 & (1 << Intercept1.IOIO_PROT)) {
+      if (!this.iopmCache || this.iopmCache.pa !== iopmPa) this.iopmCache = new Iopm(this.host, iopmPa);
+      r.iopm = this.iopmCache;
+    }
+    if (r.misc1 & (1 << Intercept1.MSR_PROT)) {
+      if (!this.msrpmCache || this.msrpmCache.pa !== msrpmPa) this.msrpmCache = new Msrpm(this.host, msrpmPa);
+      r.msrpm = this.msrpmCache;
+    }
+    const vIrq = (eff.read32(VMCB_CONTROL.INT_CTL) & V_IRQ_MASK) !== 0;
+    r.irqWindowExiting = vIrq && ((r.misc1 >>> Intercept1.VINTR) & 1) === 1;
+    r.shutdownExits = ((r.misc1 >>> Intercept1.SHUTDOWN) & 1) === 1;
+    r.tlbTag = eff.read32(VMCB_CONTROL.GUEST_ASID);
+    if ((eff.read64(VMCB_CONTROL.NP_ENABLE) & SVM_NESTED_CTL_NP_ENABLE) !== 0n) {
+      const ncr3 = eff.read64(VMCB_CONTROL.N_CR3);
+      if (!this.walker || this.walker.nCr3 !== ncr3) this.walker = new NptWalker(this.host, ncr3, true);
+      r.tdp = this.walker;
+    } else {
+      r.tdp = null;
+    }
+  }
+
+  /** APM 15.20: EVENTINJ is delivered at VMRUN, after the guest state is loaded. */
+  private injectEvent(eff: Vmcb): void {
+    const inj = this.cpu.injection;
+    const ev = eff.read64(VMCB_CONTROL.EVENTINJ);
+    const lo = Number(ev & 0xffffffffn);
+    if (!(lo & SVM_EVTINJ_VALID)) {
+      inj.valid = false;
+      return;
+    }
+    const type = (lo & SVM_EVTINJ_TYPE_MASK) >>> SVM_EVTINJ_TYPE_SHIFT;
+    inj.valid = true;
+    // APM 15.20: for TYPE = NMI the vector field is ignored; an NMI is always vector 2.
+    inj.vector = type === SvmEventType.NMI ? 2 : lo & 0xff;
+    inj.hasErrorCode = (lo & SVM_EVTINJ_VALID_ERR) !== 0;
+    inj.errorCode = Number(ev >> 32n) >>> 0;
+    // SVM pushes the save-area RIP as the return address for every type: nothing to skip.
+    inj.insnLength = 0;
+    inj.type = type === SvmEventType.NMI ? EventType.NMI
+      : type === SvmEventType.EXEPT ? EventType.HARDWARE_EXCEPTION
+        : type === SvmEventType.SOFT ? EventType.SOFTWARE_INTERRUPT : EventType.EXTERNAL_INTERRUPT;
+  }
+
+  /** #VMEXIT (APM 15.6): save guest state, record the exit, and refresh the processor's cache. */
+  private vmexit(vmcb: Vmcb, eff: Vmcb): void {
+    const s = this.cpu.state;
+    const seg = this.seg;
+    for (let i = 0; i < 8; i++) {
+      s.getSegment(i, seg);
+      vmcb.writeSeg(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], seg.base);
+    }
+    vmcb.setDt(VMCB_SAVE.GDTR, { size: s.gdtrLimit, address: s.gdtrBase });
+    vmcb.setDt(VMCB_SAVE.IDTR, { size: s.idtrLimit, address: s.idtrBase });
+    vmcb.write8(VMCB_SAVE.CPL, s.cpl);
+    vmcb.write64(VMCB_SAVE.EFER, s.efer);
+    vmcb.write64(VMCB_SAVE.CR0, s.cr0);
+    vmcb.write64(VMCB_SAVE.CR2, s.cr2);
+    vmcb.write64(VMCB_SAVE.CR3, s.cr3);
+    vmcb.write64(VMCB_SAVE.CR4, s.cr4);
+    vmcb.write64(VMCB_SAVE.DR6, s.dr6);
+    vmcb.write64(VMCB_SAVE.DR7, s.dr7);
+    vmcb.write64(VMCB_SAVE.RFLAGS, BigInt(s.rflags >>> 0));
+    vmcb.write64(VMCB_SAVE.RIP, s.rip);
+    vmcb.write64(VMCB_SAVE.RSP, s.getGpr(4));
+    vmcb.write64(VMCB_SAVE.RAX, s.getGpr(0));
+    vmcb.write64(VMCB_SAVE.STAR, s.star);
+    vmcb.write64(VMCB_SAVE.LSTAR, s.lstar);
+    vmcb.write64(VMCB_SAVE.CSTAR, s.cstar);
+    vmcb.write64(VMCB_SAVE.SFMASK, s.sfmask);
+    vmcb.write64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
+    vmcb.write64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
+    vmcb.write64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
+    vmcb.write64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
+    vmcb.write64(VMCB_SAVE.DBGCTL, s.debugctl);
+    if ((eff.read64(VMCB_CONTROL.NP_ENABLE) & SVM_NESTED_CTL_NP_ENABLE) !== 0n) vmcb.write64(VMCB_SAVE.G_PAT, s.pat);
+    // V_TPR tracks the guest's CR8 (APM 15.21.1); V_IRQ stays as the backend left it.
+    vmcb.write8(VMCB_CONTROL.V_TPR, (vmcb.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | Number(s.cr8 & 0xfn));
+    vmcb.write64(VMCB_CONTROL.INTERRUPT_SHADOW, s.stiShadow || s.movSsShadow ? BigInt(SVM_INTERRUPT_SHADOW_MASK) : 0n);
+    // The injected event was delivered or is reported in EXITINTINFO; either way EVENTINJ is consumed.
+    vmcb.write64(VMCB_CONTROL.EVENTINJ, 0n);
+    this.cpu.injection.valid = false;
+    this.recordExit(vmcb, this.cpu.exit);
+    this.rememberCache(vmcb, vmcb);
+  }
+
+  /** EXITCODE, EXITINFO1/2, EXITINTINFO, nRIP and guest instruction bytes for one neutral exit. */
+  recordExit(vmcb: Vmcb, ex: GuestExit): void {
+    let code: bigint;
+    let info1 = 0n;
+    let info2 = 0n;
+    let nrip = 0n;
+    let insnBytes = false;
+    switch (ex.kind) {
+      case GuestExitKind.BUDGET:
+      case GuestExitKind.EXTERNAL_INTERRUPT:
+      case GuestExitKind.NONE:
+        code = BigInt(SvmExit.INTR);
+        break;
+      case GuestExitKind.NMI: code = BigInt(SvmExit.NMI); break;
+      case GuestExitKind.INIT: code = BigInt(SvmExit.INIT); break;
+      case GuestExitKind.INTERRUPT_WINDOW: code = BigInt(SvmExit.VINTR); break;
+      case GuestExitKind.TRIPLE_FAULT:
+      case GuestExitKind.SHUTDOWN:
+        code = BigInt(SvmExit.SHUTDOWN);
+        break;
+      case GuestExitKind.EXCEPTION:
+        code = BigInt(SvmExit.EXCP_BASE + ex.vector);
+        // APM 15.12: EXITINFO1 holds the error code when the exception pushes one; #PF puts the faulting address in EXITINFO2.
+        if (ex.hasErrorCode) info1 = BigInt(ex.errorCode >>> 0);
+        if (ex.vector === 14) { info2 = ex.faultAddress; insnBytes = true; }
+        break;
+      case GuestExitKind.TASK_SWITCH:
+        code = BigInt(SvmExit.TASK_SWITCH);
+        info1 = BigInt(ex.taskSelector & 0xffff);
+        if (ex.taskSource === 1) info2 |= 1n << SVM_EXITINFOSHIFT_TS_REASON_IRET;
+        if (ex.taskSource === 2) info2 |= 1n << SVM_EXITINFOSHIFT_TS_REASON_JMP;
+        if (ex.hasErrorCode) info2 |= (1n << SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE) | BigInt(ex.errorCode >>> 0);
+        break;
+      case GuestExitKind.INSTRUCTION: {
+        const c = INSN_EXIT_CODE[ex.insn];
+        code = BigInt(c ?? SvmExit.INTR);
+        nrip = ex.nextRip;
+        if (ex.insn === InterceptInsn.INVLPG) info1 = ex.faultAddress; // decode assist: the linear address
+        else if (ex.insn === InterceptInsn.INTN) info1 = BigInt(ex.vector & 0xff); // decode assist: INTn vector
+        else if (ex.insn === InterceptInsn.INVPCID) { info1 = ex.memOperandAddress; info2 = ex.value; }
+        break;
+      }
+      case GuestExitKind.CR_ACCESS: {
+        const write = ex.crAccessType !== CrAccessType.MOV_FROM_CR;
+        const selective = write && ex.crNumber === 0 && !((this.rules.interceptCr >>> 16) & 1);
+        code = BigInt(selective ? SvmExit.CR0_SEL_WRITE : (write ? SvmExit.WRITE_CR0 : SvmExit.READ_CR0) + ex.crNumber);
+        // APM 15.8.1 decode assist: bit 63 set for MOV CRn with the GPR in bits 3:0; clear for LMSW/CLTS.
+        if (ex.crAccessType === CrAccessType.MOV_TO_CR || ex.crAccessType === CrAccessType.MOV_FROM_CR) {
+          info1 = SVM_CR_VALID | BigInt(ex.gpr & 0xf);
+        }
+        nrip = ex.nextRip;
+        break;
+      }
+      case GuestExitKind.DR_ACCESS:
+        code = BigInt((ex.isWrite ? SvmExit.WRITE_DR0 : SvmExit.READ_DR0) + ex.drNumber);
+        info1 = BigInt(ex.gpr & 0xf);
+        nrip = ex.nextRip;
+        break;
+      case GuestExitKind.IO: {
+        code = BigInt(SvmExit.IOIO);
+        let i = (ex.port & 0xffff) << SVM_IOIO_PORT_SHIFT;
+        if (ex.isIn) i |= SVM_IOIO_TYPE_IN;
+        if (ex.isString) i |= SVM_IOIO_STR;
+        if (ex.isRep) i |= SVM_IOIO_REP;
+        i |= ex.size === 1 ? SVM_IOIO_SZ8 : ex.size === 2 ? SVM_IOIO_SZ16 : SVM_IOIO_SZ32;
+        if (ex.isString) {
+          i |= ex.addrSize === 2 ? SVM_IOIO_A16 : ex.addrSize === 4 ? SVM_IOIO_A32 : SVM_IOIO_A64;
+          i |= (ex.segment & 7) << SVM_IOIO_SEG_SHIFT;
+        }
+        info1 = BigInt(i >>> 0);
+        // APM 15.10.2: EXITINFO2 is the RIP of the instruction after the IN/OUT.
+        info2 = ex.nextRip;
+        nrip = ex.nextRip;
+        break;
+      }
+      case GuestExitKind.MSR_READ:
+      case GuestExitKind.MSR_WRITE:
+        code = BigInt(SvmExit.MSR);
+        info1 = ex.kind === GuestExitKind.MSR_WRITE ? 1n : 0n;
+        nrip = ex.nextRip;
+        break;
+      case GuestExitKind.TDP_FAULT:
+      case GuestExitKind.TDP_MISCONFIG:
+      case GuestExitKind.MMIO:
+        code = BigInt(SvmExit.NPF);
+        info1 = npfErrorCode(ex);
+        info2 = ex.gpa;
+        insnBytes = true;
+        break;
+      default:
+        // Exits with no SVM counterpart (PML, preemption timer, MTF, APICv): a processor/backend mismatch.
+        code = BigInt(SvmExit.INTR);
+        break;
+    }
+    vmcb.write64(VMCB_CONTROL.EXITCODE, code);
+    vmcb.write64(VMCB_CONTROL.EXITINFO1, info1);
+    vmcb.write64(VMCB_CONTROL.EXITINFO2, info2);
+    vmcb.write64(VMCB_CONTROL.NRIP, nrip);
+    const count = insnBytes ? Math.min(15, ex.insnBytesCount) : 0;
+    vmcb.write8(VMCB_CONTROL.GUEST_INSN_LEN, count);
+    vmcb.bytes.fill(0, VMCB_CONTROL.GUEST_INSN_BYTES.offset, VMCB_CONTROL.GUEST_INSN_BYTES.offset + 15);
+    if (count) vmcb.bytes.set(ex.insnBytes.subarray(0, count), VMCB_CONTROL.GUEST_INSN_BYTES.offset);
+    vmcb.write64(VMCB_CONTROL.EXITINTINFO, encodeVectoring(ex));
+  }
+}
+
+/** GuestExit.vectoring → EXITINTINFO (same format as EVENTINJ, APM 15.7.2). */
+export function encodeVectoring(ex: GuestExit): bigint {
+  const v = ex.vectoring;
+  if (!v.valid) return 0n;
+  let type: number;
+  switch (v.type) {
+    case EventType.NMI: type = SvmEventType.NMI; break;
+    case EventType.HARDWARE_EXCEPTION:
+    case EventType.SOFTWARE_EXCEPTION:
+    case EventType.PRIVILEGED_SOFTWARE_EXCEPTION:
+      type = SvmEventType.EXEPT; break;
+    case EventType.SOFTWARE_INTERRUPT: type = SvmEventType.SOFT; break;
+    default: type = SvmEventType.INTR;
+  }
+  let lo = (v.vector & 0xff) | (type << SVM_EVTINJ_TYPE_SHIFT) | SVM_EVTINJ_VALID;
+  if (v.hasErrorCode) lo |= SVM_EVTINJ_VALID_ERR;
+  return (BigInt(v.hasErrorCode ? v.errorCode >>> 0 : 0) << 32n) | BigInt(lo >>> 0);
+}
+
