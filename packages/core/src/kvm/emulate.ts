@@ -68,11 +68,11 @@ class VcpuMmioBus implements MmioBus {
   constructor(private readonly vcpu: KvmVcpu) {}
   read(gpa: bigint, size: number, out: Uint8Array): boolean {
     const v = this.vcpu;
-    const c = v.arch.mmioRead;
-    if (c.valid && c.gpa === gpa && c.len === size) {
-      out.set(c.data.subarray(0, size));
-      c.valid = false;
-      return true;
+    for (const c of v.arch.mmioReads) {
+      if (c.gpa === gpa && c.len === size) {
+        out.set(c.data.subarray(0, size));
+        return true;
+      }
     }
     if (gpa < 2n ** 52n && v.kvm.mmioBus.read(Number(gpa), size, out)) return true;
     const run = v.run;
@@ -107,7 +107,16 @@ export function kvmEmulateInstruction(vcpu: KvmVcpu): number {
   const kvm = vcpu.kvm;
   const cpu = vcpu.cpu;
   const bus = new VcpuMmioBus(vcpu);
+  const rip = vcpu.rip;
+  if (vcpu.arch.mmioReadsRip !== rip) {
+    vcpu.arch.mmioReads.length = 0;
+    vcpu.arch.mmioReadsRip = rip;
+  }
   const res = withEmulatorState(vcpu, () => cpu.emulateInstruction(bus));
+  if (res !== EmulationResult.NEEDS_USERSPACE_READ) {
+    vcpu.arch.mmioReads.length = 0;
+    vcpu.arch.mmioReadsRip = -1n;
+  }
   switch (res) {
     case EmulationResult.DONE:
       if (bus.exitNeeded) {
@@ -121,11 +130,12 @@ export function kvmEmulateInstruction(vcpu: KvmVcpu): number {
       kvm.trace('kvm_mmio', vcpu, () => `mmio read 0x${vcpu.run.mmio.physAddr.toString(16)} len ${vcpu.run.mmio.len}`);
       // complete_emulated_mmio: on return, cache the data and re-execute the instruction.
       vcpu.arch.completeUserspaceIo = (v) => {
-        const c = v.arch.mmioRead;
-        c.valid = true;
-        c.gpa = v.run.mmio.physAddr;
-        c.len = v.run.mmio.len;
-        c.data.set(v.run.mmio.data);
+        // Bounded: one fragment per exit, and an instruction reads at most a few.
+        if (v.arch.mmioReads.length >= 16) {
+          internalError(v, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, 'an emulated instruction read more than 16 MMIO fragments');
+          return 0;
+        }
+        v.arch.mmioReads.push({ gpa: v.run.mmio.physAddr, len: v.run.mmio.len, data: v.run.mmio.data.slice() });
         return kvmEmulateInstruction(v);
       };
       return 0;

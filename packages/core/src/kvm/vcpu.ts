@@ -100,8 +100,15 @@ export class VcpuArch {
   readonly pio = { count: 0, size: 0, port: 0, in: false, linearRip: 0n };
   /** vcpu->arch.complete_userspace_io: run at the next KVM_RUN before entering the guest. */
   completeUserspaceIo: ((vcpu: KvmVcpu) => number) | null = null;
-  /** MMIO read answered by userspace, consumed by the re-executed instruction (mmio read cache). */
-  readonly mmioRead = { valid: false, gpa: 0n, len: 0, data: new Uint8Array(8) };
+  /**
+   * MMIO reads userspace has answered for the instruction being emulated (KVM's mmio read
+   * cache): an instruction that reads several MMIO fragments (an IDT gate, a far pointer) is
+   * re-executed once per fragment and must find every earlier answer here. Cleared when the
+   * instruction completes.
+   */
+  readonly mmioReads: { gpa: bigint; len: number; data: Uint8Array }[] = [];
+  /** The RIP the cached fragments belong to (a different instruction starts a fresh cache). */
+  mmioReadsRip = -1n;
 
   /** The hypercall page's instruction has been patched (kvm_emulate_hypercall + patch_hypercall). */
   hypercallsPatched = 0;

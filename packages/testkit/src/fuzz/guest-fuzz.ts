@@ -118,6 +118,8 @@ export interface FuzzOptions {
   bodyBytes?: number;
   /** Instruction budget per program. */
   maxInstructions?: number;
+  /** Wall-clock safety net per program (a host hang shows up as a 'timeout' ending). */
+  timeoutMs?: number;
   /** Guest RAM per program (default 16 MiB). */
   memory?: number;
   /** Valid code to mutate for the 'mutated' variant (e.g. a testkit guest's image). */
@@ -161,7 +163,7 @@ export function fuzzGuests(o: FuzzOptions): FuzzReport {
     try {
       machine = Machine.create({
         backend: o.backend, memory: o.memory ?? 16 << 20, kernel: { name: `fuzz-${o.seed}-${p}.bin`, data: code },
-        format: 'flat', loadAddr: LOAD, entry: LOAD, mode, maxInstructions: o.maxInstructions ?? 20_000,
+        format: 'flat', loadAddr: LOAD, entry: LOAD, mode, maxInstructions: o.maxInstructions ?? 20_000, timeoutMs: o.timeoutMs ?? 10_000,
         serial: null, debugcon: null,
       });
       result = machine.runSync();
