@@ -170,6 +170,16 @@ export function kvmMmuPageFault(vcpu: KvmVcpu, gpa: bigint, errorCode: number, m
       return 1;
     }
   }
+  // The access was part of delivering an event (the backend re-queued it from the IDT-vectoring
+  // information): the guest's IDT, stack or TSS is in MMIO. Emulating the instruction at RIP
+  // would not deliver the event, and re-entering would fault again forever — KVM reports
+  // KVM_INTERNAL_ERROR_DELIVERY_EV here (vmx_handle_exit's vectoring check).
+  const a = vcpu.arch;
+  if (a.exception.injected || a.nmiInjected || a.interrupt.injected) {
+    internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_DELIVERY_EV,
+      `event delivery touched guest-physical 0x${gpa.toString(16)}, which is not RAM (an IDT, stack or TSS in MMIO)`);
+    return 0;
+  }
   return kvmEmulateInstruction(vcpu);
 }
 

@@ -6,7 +6,7 @@ import { KvmUserspaceMemoryRegion, KVM_MEM_LOG_DIRTY_PAGES, Memslots } from '../
 import { BackendClass, BackendInfo, getBackendInfo, X86_OPS } from '../ops/backend';
 import { bindX86Ops, BoundOps } from '../ops/bind';
 import { OpName } from '../ops/table';
-import { KvmMemorySlot } from '../ops/types';
+import { KvmMemorySlot, KvmReg } from '../ops/types';
 import type { X86Ops } from '../ops/x86-ops';
 import { KvmCpuidEntry2, supportedCpuid, validateCpuid } from './cpuid';
 import { BackendBindError, KvmError } from './errors';
@@ -86,6 +86,8 @@ export class Kvm {
   readonly stats: KvmStats = { exits: 0, cpuidExits: 0, msrReads: 0, msrWrites: 0, pioExits: 0, mmioExits: 0, hypercalls: 0, haltExits: 0, irqInjections: 0 };
   private traceSink: TraceSink | null = null;
   private traceEvents: ReadonlySet<string> | null = null;
+  /** An exit counted by the backend whose kvm_exit line is not written yet (see noteExit). */
+  private pendingExitTrace: { vcpu: KvmVcpu; name: string; rip: bigint } | null = null;
   private destroyed = false;
 
   private constructor(bound: BoundOps, child: DependencyContainer, hostMemoryLimit?: number) {
@@ -295,7 +297,27 @@ export class Kvm {
   }
   trace(event: string, vcpu: KvmVcpu, text: string | (() => string)): void {
     if (this.traceEvents === null || !this.traceEvents.has(event) || !this.traceSink) return;
+    if (this.pendingExitTrace) {
+      // The backend writes its own, richer kvm_exit line: the generic one is dropped.
+      if (event === 'kvm_exit' && this.pendingExitTrace.vcpu === vcpu) this.pendingExitTrace = null;
+      else this.flushExitTrace();
+    }
     this.traceSink(event, vcpu.vcpuId, typeof text === 'function' ? text() : text);
+  }
+  /**
+   * kvm_exit for every backend: vcpu.countExit notes the exit; its line is written before the
+   * next traced event (or when the exit is handled) unless the backend traces kvm_exit itself.
+   */
+  noteExit(vcpu: KvmVcpu, name: string): void {
+    if (this.traceEvents === null || !this.traceEvents.has('kvm_exit')) return;
+    this.flushExitTrace();
+    this.pendingExitTrace = { vcpu, name, rip: vcpu.registerRead(KvmReg.RIP) };
+  }
+  flushExitTrace(): void {
+    const p = this.pendingExitTrace;
+    if (!p) return;
+    this.pendingExitTrace = null;
+    this.traceSink?.('kvm_exit', p.vcpu.vcpuId, `reason ${p.name} rip 0x${p.rip.toString(16)}`);
   }
 
   /** KVM's kvm_destroy_vm. */

@@ -148,8 +148,16 @@ export class KvmVcpu {
     return false;
   }
 
+  /** The backend's name for the last exit it took, and how many it took in all (for stats). */
+  lastExit = '';
+  exitTotal = 0;
+
+  /** The backend records an exit (its vmx/svm handleExit, before dispatching it). */
   countExit(name: string): void {
     this.exitCounts.set(name, (this.exitCounts.get(name) ?? 0) + 1);
+    this.lastExit = name;
+    this.exitTotal++;
+    this.kvm.noteExit(this, name);
   }
 
   // ---- register cache: kvm_register_read / kvm_register_write (arch/x86/kvm/kvm_cache_regs.h)

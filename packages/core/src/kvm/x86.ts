@@ -11,6 +11,8 @@ import type { Kvm } from './kvm';
 import { KvmWaitResult } from '../irqchip/irq-source';
 
 const X86_EFLAGS_IF = 1n << 9n;
+/** In-kernel exits one KVM_RUN may handle before returning KVM_EXIT_INTR (bounds a livelock). */
+export const MAX_EXITS_PER_RUN = 100_000;
 const X86_EFLAGS_TF = 1n << 8n;
 const X86_EFLAGS_RF = 1n << 16n;
 
@@ -206,7 +208,9 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
   const fastpath = ops.run(vcpu);
   kvm.stats.exits++;
   ops.handleExitIrqoff(vcpu);
-  return ops.handleExit(vcpu, fastpath);
+  const r = ops.handleExit(vcpu, fastpath);
+  kvm.flushExitTrace();
+  return r;
 }
 
 /** A halted vCPU wakes for an interrupt it can take or an NMI (kvm_vcpu_has_events). */
@@ -268,6 +272,7 @@ export function vcpuRun(vcpu: KvmVcpu) {
     }
     const start = vcpu.cpu.state.instructionsRetired;
     kvm.clock.beginRun(vcpu);
+    let iterations = 0;
     while (r > 0) {
       // kvm_apic_accept_events (INIT/SIPI), then timers that are due (instruction-boundary granularity).
       kvm.irqchip?.vcpuPreRun(vcpu);
@@ -278,8 +283,10 @@ export function vcpuRun(vcpu: KvmVcpu) {
         run.exitReason = KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN;
         break;
       }
-      if (vcpu.cpu.state.instructionsRetired - start >= vcpu.runBudget) {
-        // The time slice ran out: as if a signal were pending (userspace simply runs again).
+      // The time slice ran out — in retired instructions, or in exits handled in the kernel for
+      // a guest that makes no progress (an exception storm retires nothing): as if a signal
+      // were pending, so KVM_RUN always returns and userspace's limits apply.
+      if (vcpu.cpu.state.instructionsRetired - start >= vcpu.runBudget || ++iterations >= MAX_EXITS_PER_RUN) {
         run.exitReason = KvmExitReason.KVM_EXIT_INTR;
         break;
       }

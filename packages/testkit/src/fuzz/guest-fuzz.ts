@@ -124,6 +124,8 @@ export interface FuzzOptions {
   memory?: number;
   /** Valid code to mutate for the 'mutated' variant (e.g. a testkit guest's image). */
   corpus?: readonly Uint8Array[];
+  /** Progress: called before each program with its number, mode, variant and bytes. */
+  onProgram?(program: number, mode: FuzzMode, variant: FuzzVariant, code: Uint8Array): void;
 }
 
 export interface FuzzReport {
@@ -158,6 +160,7 @@ export function fuzzGuests(o: FuzzOptions): FuzzReport {
       code.set(pro);
       code.set(r.bytes(o.bodyBytes ?? 256), pro.length);
     }
+    o.onProgram?.(p, mode, variant, code);
     let result: MachineResult | null = null;
     let machine: Machine | null = null;
     try {
