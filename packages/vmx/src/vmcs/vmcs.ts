@@ -1,0 +1,250 @@
+import { F, VMCS_FIELDS, VmcsField, VmcsFieldType, VmcsWidth, vmcsFieldName } from './fields';
+
+/** VM-instruction error numbers (SDM Vol. 3C 31.4, Table 31-1). */
+export enum VmInstructionError {
+  VMCALL_IN_ROOT = 1,
+  VMCLEAR_INVALID_ADDRESS = 2,
+  VMCLEAR_VMXON_POINTER = 3,
+  VMLAUNCH_NONCLEAR_VMCS = 4,
+  VMRESUME_NONLAUNCHED_VMCS = 5,
+  VMRESUME_AFTER_VMXOFF = 6,
+  ENTRY_INVALID_CONTROL_FIELD = 7,
+  ENTRY_INVALID_HOST_STATE_FIELD = 8,
+  VMPTRLD_INVALID_ADDRESS = 9,
+  VMPTRLD_VMXON_POINTER = 10,
+  VMPTRLD_INCORRECT_REVISION = 11,
+  UNSUPPORTED_VMCS_COMPONENT = 12,
+  VMWRITE_READ_ONLY_COMPONENT = 13,
+  VMXON_IN_VMX_ROOT = 15,
+  ENTRY_INVALID_EXECUTIVE_VMCS_POINTER = 16,
+  ENTRY_NONLAUNCHED_EXECUTIVE_VMCS = 17,
+  ENTRY_EXECUTIVE_VMCS_NOT_VMXON = 18,
+  VMCALL_NONCLEAR_VMCS = 19,
+  VMCALL_INVALID_VM_EXIT_CONTROL_FIELDS = 20,
+  VMCALL_INCORRECT_MSEG_REVISION = 22,
+  VMXOFF_UNDER_DUAL_MONITOR = 23,
+  VMCALL_INVALID_SMM_MONITOR_FEATURES = 24,
+  ENTRY_INVALID_VM_EXECUTION_CONTROL_FIELDS_IN_EXECUTIVE_VMCS = 25,
+  ENTRY_EVENTS_BLOCKED_BY_MOV_SS = 26,
+  INVALID_OPERAND_TO_INVEPT_INVVPID = 28,
+}
+
+/**
+ * A VMREAD/VMWRITE that hardware would fail with VMfailValid. In tsvisor only backend code
+ * issues VMCS accesses, so this is a backend bug: it names the field and the error number.
+ */
+export class VmcsAccessError extends Error {
+  constructor(readonly error: VmInstructionError, readonly encoding: number, detail: string) {
+    super(`VM-instruction error ${error} on VMCS component ${vmcsFieldName(encoding)} (0x${encoding.toString(16)}): ${detail}`);
+    this.name = 'VmcsAccessError';
+  }
+}
+
+const W16 = 0, W32 = 1, W64 = 2, WNAT = 3, WHIGH = 4;
+const WIDTH_CODE: Record<VmcsWidth, number> = { '16': W16, '32': W32, '64': W64, nat: WNAT };
+const WIDTH_NAMES = ['16-bit', '32-bit', '64-bit', 'natural-width', '32-bit (HIGH half)'];
+
+/** Encoding → storage slot and width code, shared by every VMCS (encodings are < 0x8000). */
+const SLOT = new Int16Array(0x8000).fill(-1);
+const KIND = new Uint8Array(0x8000);
+const READ_ONLY = new Uint8Array(0x8000);
+let slotCount = 0;
+for (const info of VMCS_FIELDS.values()) {
+  if (info.high) continue;
+  SLOT[info.encoding] = slotCount++;
+  KIND[info.encoding] = WIDTH_CODE[info.width];
+  if (info.type === VmcsFieldType.EXIT_INFO) READ_ONLY[info.encoding] = 1;
+}
+for (const info of VMCS_FIELDS.values()) {
+  if (!info.high) continue;
+  SLOT[info.encoding] = SLOT[info.encoding & ~1];
+  KIND[info.encoding] = WHIGH;
+  if (info.type === VmcsFieldType.EXIT_INFO) READ_ONLY[info.encoding] = 1;
+}
+const MASK32 = 0xffffffffn;
+const RIP_RSP = [F.GUEST_RIP, F.GUEST_RSP] as const;
+
+/**
+ * The emulated VMCS (SDM Vol. 3C ch. 25): opaque storage reached only through encodings.
+ * Every component lives in two Uint32Arrays (low and high halves), so 16/32-bit accesses —
+ * the hot ones — never touch BigInt. 64-bit and natural-width components are also readable
+ * as plain numbers (`readNum`) for addresses, which stay below 2^53.
+ *
+ * The typed accessors (`read16`, `write32`, …) take only constants of the right width (a
+ * build-time check) and check again at run time for untyped callers: an unknown encoding or a
+ * width mismatch is VM-instruction error 12, a VMWRITE to a VM-exit information field 13
+ * (this processor does not set IA32_VMX_MISC bit 29). The processor itself records exit
+ * information through `exitWrite*`, which is not VMWRITE.
+ */
+export class Vmcs {
+  private readonly lo = new Uint32Array(slotCount);
+  private readonly hi = new Uint32Array(slotCount);
+  /** VMCS revision identifier and launch state (SDM 25.2, 25.11.3). */
+  revisionId: number;
+  launched = false;
+  /** Bumped by every VMWRITE-style write (not by the processor's exit recording): lets VM entry skip re-checking an unchanged VMCS. */
+  generation = 0;
+
+  constructor(revisionId: number) {
+    this.revisionId = revisionId;
+  }
+
+  private slot(enc: number, want: number, write: boolean): number {
+    const s = enc >= 0 && enc < 0x8000 ? SLOT[enc] : -1;
+    if (s < 0) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, enc, 'no such component');
+    const k = KIND[enc];
+    if (k !== want) {
+      throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, enc,
+        `accessed as ${WIDTH_NAMES[want]} but the component is ${WIDTH_NAMES[k]}`);
+    }
+    if (write && READ_ONLY[enc]) {
+      throw new VmcsAccessError(VmInstructionError.VMWRITE_READ_ONLY_COMPONENT, enc, 'VM-exit information fields are read-only');
+    }
+    return s;
+  }
+
+  read16(f: VmcsField<'16'>): number {
+    return this.lo[this.slot(f, W16, false)] & 0xffff;
+  }
+  read32(f: VmcsField<'32'>): number {
+    const s = this.slot(f, KIND[f] === WHIGH ? WHIGH : W32, false);
+    return KIND[f] === WHIGH ? this.hi[s] : this.lo[s];
+  }
+  read64(f: VmcsField<'64'>): bigint {
+    const s = this.slot(f, W64, false);
+    return (BigInt(this.hi[s]) << 32n) | BigInt(this.lo[s]);
+  }
+  readNat(f: VmcsField<'nat'>): bigint {
+    const s = this.slot(f, WNAT, false);
+    return (BigInt(this.hi[s]) << 32n) | BigInt(this.lo[s]);
+  }
+  /** A 64-bit or natural-width component as a number (exact below 2^53: addresses, lengths). */
+  readNum(f: VmcsField<'64'> | VmcsField<'nat'>): number {
+    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, false);
+    return this.hi[s] * 0x1_0000_0000 + this.lo[s];
+  }
+  /** Low 32 bits of a 64-bit or natural-width component (RFLAGS, CR0 …). */
+  readLow(f: VmcsField<'64'> | VmcsField<'nat'>): number {
+    return this.lo[this.slot(f, KIND[f] === W64 ? W64 : WNAT, false)];
+  }
+
+  /** High 32 bits of a 64-bit or natural-width component. */
+  readHigh(f: VmcsField<'64'> | VmcsField<'nat'>): number {
+    return this.hi[this.slot(f, KIND[f] === W64 ? W64 : WNAT, false)];
+  }
+
+  write16(f: VmcsField<'16', 'rw'>, v: number): void {
+    this.generation++;
+    this.lo[this.slot(f, W16, true)] = v & 0xffff;
+  }
+  write32(f: VmcsField<'32', 'rw'>, v: number): void {
+    this.generation++;
+    const high = KIND[f] === WHIGH;
+    const s = this.slot(f, high ? WHIGH : W32, true);
+    if (high) this.hi[s] = v >>> 0;
+    else this.lo[s] = v >>> 0;
+  }
+  write64(f: VmcsField<'64', 'rw'>, v: bigint): void {
+    this.generation++;
+    const s = this.slot(f, W64, true);
+    this.lo[s] = Number(v & MASK32);
+    this.hi[s] = Number((v >> 32n) & MASK32);
+  }
+  writeNat(f: VmcsField<'nat', 'rw'>, v: bigint): void {
+    this.generation++;
+    const s = this.slot(f, WNAT, true);
+    this.lo[s] = Number(v & MASK32);
+    this.hi[s] = Number((v >> 32n) & MASK32);
+  }
+  /** A 64-bit or natural-width component from a non-negative number below 2^53. */
+  writeNum(f: VmcsField<'64', 'rw'> | VmcsField<'nat', 'rw'>, v: number): void {
+    this.generation++;
+    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, true);
+    this.lo[s] = v >>> 0;
+    this.hi[s] = Math.floor(v / 0x1_0000_0000) >>> 0;
+  }
+  /** Set the halves directly (the hot path's form for 64-bit guest state). */
+  writeHalves(f: VmcsField<'64', 'rw'> | VmcsField<'nat', 'rw'>, lo: number, hi: number): void {
+    this.generation++;
+    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, true);
+    this.lo[s] = lo >>> 0;
+    this.hi[s] = hi >>> 0;
+  }
+  /**
+   * GUEST_RSP/GUEST_RIP from the register cache: a write that does not bump `generation`
+   * (they change at almost every exit; VM entry checks RIP on every entry instead).
+   */
+  writeGuestIp(f: typeof RIP_RSP[number], lo: number, hi: number): void {
+    const s = this.slot(f, WNAT, true);
+    this.lo[s] = lo >>> 0;
+    this.hi[s] = hi >>> 0;
+  }
+  readHalves(f: VmcsField<'64'> | VmcsField<'nat'>, out: Int32Array | Uint32Array, i: number): void {
+    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, false);
+    out[i] = this.lo[s];
+    out[i + 1] = this.hi[s];
+  }
+
+  // ---- the processor recording VM-exit information (SDM 28.2): not VMWRITE, so read-only fields are writable
+
+  exitWrite32(f: VmcsField<'32', 'ro'>, v: number): void {
+    this.lo[this.slot(f, W32, false)] = v >>> 0;
+  }
+  /** Exit information from a number below 2^53 (the common case: no BigInt on the exit path). */
+  exitWriteNum(f: VmcsField<'nat', 'ro'> | VmcsField<'64', 'ro'>, v: number): void {
+    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, false);
+    this.lo[s] = v >>> 0;
+    this.hi[s] = Math.floor(v / 0x1_0000_0000) >>> 0;
+  }
+  exitWriteNat(f: VmcsField<'nat', 'ro'> | VmcsField<'64', 'ro'>, v: bigint): void {
+    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, false);
+    this.lo[s] = Number(v & MASK32);
+    this.hi[s] = Number((v >> 32n) & MASK32);
+  }
+
+  // ---- VMREAD / VMWRITE by raw encoding (SDM Vol. 3C 31.3): any width, natural 64-bit operand
+
+  /** VMREAD: the component zero-extended to 64 bits. Throws VmcsAccessError(12) for an unsupported component. */
+  vmread(enc: number): bigint {
+    const s = enc >= 0 && enc < 0x8000 ? SLOT[enc] : -1;
+    if (s < 0) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, enc, 'no such component');
+    switch (KIND[enc]) {
+      case W16: return BigInt(this.lo[s] & 0xffff);
+      case W32: return BigInt(this.lo[s]);
+      case WHIGH: return BigInt(this.hi[s]);
+      default: return (BigInt(this.hi[s]) << 32n) | BigInt(this.lo[s]);
+    }
+  }
+
+  /** VMWRITE: truncates the operand to the component's width; 12 unsupported, 13 read-only. */
+  vmwrite(enc: number, value: bigint): void {
+    this.generation++;
+    const s = enc >= 0 && enc < 0x8000 ? SLOT[enc] : -1;
+    if (s < 0) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, enc, 'no such component');
+    if (READ_ONLY[enc]) throw new VmcsAccessError(VmInstructionError.VMWRITE_READ_ONLY_COMPONENT, enc, 'VM-exit information fields are read-only');
+    const v = BigInt.asUintN(64, value);
+    switch (KIND[enc]) {
+      case W16: this.lo[s] = Number(v & 0xffffn); break;
+      case W32: this.lo[s] = Number(v & MASK32); break;
+      case WHIGH: this.hi[s] = Number(v & MASK32); break;
+      default:
+        this.lo[s] = Number(v & MASK32);
+        this.hi[s] = Number(v >> 32n);
+    }
+  }
+
+  /** VMCLEAR: the launch state becomes clear (the data stays, as on hardware). */
+  clear(): void {
+    this.launched = false;
+  }
+}
+
+/** The SDM's VMREAD/VMWRITE width-specific names, for readers coming from KVM's vmcs.h. */
+export const vmcsRead16 = (v: Vmcs, f: VmcsField<'16'>): number => v.read16(f);
+export const vmcsRead32 = (v: Vmcs, f: VmcsField<'32'>): number => v.read32(f);
+export const vmcsRead64 = (v: Vmcs, f: VmcsField<'64'>): bigint => v.read64(f);
+export const vmcsReadNatural = (v: Vmcs, f: VmcsField<'nat'>): bigint => v.readNat(f);
+export const vmcsWrite16 = (v: Vmcs, f: VmcsField<'16', 'rw'>, x: number): void => v.write16(f, x);
+export const vmcsWrite32 = (v: Vmcs, f: VmcsField<'32', 'rw'>, x: number): void => v.write32(f, x);
+export const vmcsWrite64 = (v: Vmcs, f: VmcsField<'64', 'rw'>, x: bigint): void => v.write64(f, x);
+export const vmcsWriteNatural = (v: Vmcs, f: VmcsField<'nat', 'rw'>, x: bigint): void => v.writeNat(f, x);

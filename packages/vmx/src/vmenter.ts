@@ -1,0 +1,368 @@
+/**
+ * vmx_vcpu_run: VM entry (SDM Vol. 3C ch. 27) on the emulated processor, guest execution,
+ * and VM exit (ch. 28): guest state saved to the VMCS and exit information recorded.
+ */
+import {
+  EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmClearExceptionQueue, kvmClearInterruptQueue,
+  kvmQueueInterrupt, kvmRequeueException, KvmReq,
+} from '@tsvisor/core';
+import { checkControls, checkGuestRip, checkGuestState, checkHostState } from './entry-checks';
+import { encodeExit, recordExit } from './exit-info';
+import { SEGMENT_FIELDS } from './segments';
+import { F } from './vmcs/fields';
+import { Vmcs } from './vmcs/vmcs';
+import { VcpuVmx, toVmx } from './vcpu-vmx';
+import * as D from './vmx-defs';
+import { PREEMPTION_TIMER_RATE } from './capabilities';
+import { vmxVirtualInterruptAtEntry } from './apicv';
+import { loadMsrList, storeMsrList } from './msr-lists';
+
+const GPR_MASK = 0xffff & ~(1 << KvmReg.RSP);
+/** The register-cache bits a VM exit invalidates (GPRs live in the processor until read). */
+const EXIT_INVALIDATES = ((1 << 17) - 1) | (1 << KvmReg.CR0) | (1 << KvmReg.CR3) | (1 << KvmReg.CR4) |
+  (1 << KvmReg.PDPTR) | (1 << KvmReg.EXIT_INFO_1) | (1 << KvmReg.EXIT_INFO_2);
+
+/**
+ * Load the VMCS guest-state area into the processor (SDM 27.3.2). When nothing was written
+ * to the VMCS since the last exit saved it (its generation is unchanged), the processor still
+ * holds exactly that state and only RIP/RSP (written outside the generation) are reloaded.
+ */
+function loadGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
+  const v = vmx.vmcs;
+  const s = vcpu.cpu.state;
+  if (v.generation === vmx.storedGeneration) {
+    s.gprLo[KvmReg.RSP] = v.readLow(F.GUEST_RSP) | 0;
+    s.gprHi[KvmReg.RSP] = v.readHigh(F.GUEST_RSP) | 0;
+    s.ripLo = v.readLow(F.GUEST_RIP) | 0;
+    s.ripHi = v.readHigh(F.GUEST_RIP) | 0;
+    loadSwitchedState(vcpu);
+    return;
+  }
+  for (let i = 0; i < 8; i++) {
+    const f = SEGMENT_FIELDS[i];
+    s.segSel[i] = v.read16(f.sel);
+    s.segBaseLo[i] = v.readLow(f.base) | 0;
+    s.segBaseHi[i] = v.readHigh(f.base) | 0;
+    s.segLimit[i] = v.read32(f.limit);
+    s.segAttr[i] = v.read32(f.ar) & D.VMX_AR_DEFINED;
+  }
+  s.gdtrBase = v.readNat(F.GUEST_GDTR_BASE);
+  s.gdtrLimit = v.read32(F.GUEST_GDTR_LIMIT);
+  s.idtrBase = v.readNat(F.GUEST_IDTR_BASE);
+  s.idtrLimit = v.read32(F.GUEST_IDTR_LIMIT);
+  s.cr0 = v.readNat(F.GUEST_CR0);
+  s.cr3 = v.readNat(F.GUEST_CR3);
+  s.cr4 = v.readNat(F.GUEST_CR4);
+  const entry = v.read32(F.VM_ENTRY_CONTROLS);
+  if (entry & D.VM_ENTRY_LOAD_IA32_EFER) s.efer = v.read64(F.GUEST_IA32_EFER);
+  else {
+    // SDM 27.3.2.1: without "load IA32_EFER", LMA and LME follow "IA-32e mode guest".
+    const lm = entry & D.VM_ENTRY_IA32E_MODE ? 0x500n : 0n;
+    s.efer = (s.efer & ~0x500n) | lm;
+  }
+  if (entry & D.VM_ENTRY_LOAD_IA32_PAT) s.pat = v.read64(F.GUEST_IA32_PAT);
+  if (entry & D.VM_ENTRY_LOAD_DEBUG_CONTROLS) {
+    s.dr7 = v.readNat(F.GUEST_DR7);
+    s.debugctl = v.read64(F.GUEST_IA32_DEBUGCTL);
+  }
+  s.sysenterCs = BigInt(v.read32(F.GUEST_SYSENTER_CS));
+  s.sysenterEsp = v.readNat(F.GUEST_SYSENTER_ESP);
+  s.sysenterEip = v.readNat(F.GUEST_SYSENTER_EIP);
+  s.gprLo[KvmReg.RSP] = v.readLow(F.GUEST_RSP) | 0;
+  s.gprHi[KvmReg.RSP] = v.readHigh(F.GUEST_RSP) | 0;
+  s.ripLo = v.readLow(F.GUEST_RIP) | 0;
+  s.ripHi = v.readHigh(F.GUEST_RIP) | 0;
+  s.rflags = v.readLow(F.GUEST_RFLAGS);
+  const st = v.read32(F.GUEST_INTERRUPTIBILITY_INFO);
+  s.stiShadow = (st & D.GUEST_INTR_STATE_STI) !== 0;
+  s.movSsShadow = (st & D.GUEST_INTR_STATE_MOV_SS) !== 0;
+  s.nmiBlocked = (st & D.GUEST_INTR_STATE_NMI) !== 0;
+  s.activity = v.read32(F.GUEST_ACTIVITY_STATE);
+  // SDM 27.3.2.2: CPL is SS.DPL.
+  s.cpl = (s.segAttr[2] >> 5) & 3;
+  const proc = v.read32(F.CPU_BASED_VM_EXEC_CONTROL);
+  s.tscOffset = proc & D.CPU_BASED_USE_TSC_OFFSETTING ? v.read64(F.TSC_OFFSET) : 0n;
+  const sy = vmx.synced;
+  sy.cr0 = s.cr0; sy.cr3 = s.cr3; sy.cr4 = s.cr4; sy.gdtrBase = s.gdtrBase; sy.idtrBase = s.idtrBase;
+  sy.efer = s.efer; sy.pat = s.pat; sy.dr7 = s.dr7; sy.debugctl = s.debugctl;
+  sy.sysenterCs = s.sysenterCs; sy.sysenterEsp = s.sysenterEsp; sy.sysenterEip = s.sysenterEip;
+  loadSwitchedState(vcpu);
+}
+
+/** State KVM switches by hand around VM entry, not in the VMCS: CR2, DR0-3, DR6, XCR0 (the user-return MSRs: prepareGuestSwitch). */
+function loadSwitchedState(vcpu: KvmVcpu): void {
+  const s = vcpu.cpu.state;
+  const a = vcpu.arch;
+  s.cr2 = a.cr2;
+  s.dr6 = a.dr6;
+  for (let i = 0; i < 4; i++) s.dr[i] = a.db[i];
+  s.xcr0 = a.xcr0;
+}
+
+/** Save the processor's guest state into the VMCS (SDM 28.3). */
+function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
+  const v = vmx.vmcs;
+  const s = vcpu.cpu.state;
+  for (let i = 0; i < 8; i++) {
+    const f = SEGMENT_FIELDS[i];
+    v.write16(f.sel, s.segSel[i]);
+    v.writeHalves(f.base, s.segBaseLo[i], s.segBaseHi[i]);
+    v.write32(f.limit, s.segLimit[i]);
+    let ar = s.segAttr[i] & D.VMX_AR_DEFINED;
+    // A loaded code/data descriptor is always "accessed" (SDM 3.4.5.1: the processor sets the A
+    // bit when it loads the descriptor); store it that way whatever the cached copy says.
+    if (!(ar & D.VMX_AR_UNUSABLE_MASK) && ar & 0x10) ar |= 1;
+    v.write32(f.ar, ar);
+  }
+  // The 64-bit registers are written only when they differ from what was last loaded or saved
+  // (comparing bigints is cheap; converting them is not).
+  const sy = vmx.synced;
+  if (s.gdtrBase !== sy.gdtrBase) v.writeNat(F.GUEST_GDTR_BASE, (sy.gdtrBase = s.gdtrBase));
+  v.write32(F.GUEST_GDTR_LIMIT, s.gdtrLimit);
+  if (s.idtrBase !== sy.idtrBase) v.writeNat(F.GUEST_IDTR_BASE, (sy.idtrBase = s.idtrBase));
+  v.write32(F.GUEST_IDTR_LIMIT, s.idtrLimit);
+  // SDM 26.3: guest writes never change host-owned CR0/CR4 bits (a differing write exits
+  // instead), so those keep the value VM entry loaded.
+  if (s.cr0 !== sy.cr0) {
+    const m0 = vmx.rules.cr0Mask;
+    v.writeNat(F.GUEST_CR0, (s.cr0 & ~m0) | (v.readNat(F.GUEST_CR0) & m0));
+    sy.cr0 = s.cr0;
+  }
+  if (s.cr3 !== sy.cr3) v.writeNat(F.GUEST_CR3, (sy.cr3 = s.cr3));
+  if (s.cr4 !== sy.cr4) {
+    const m4 = vmx.rules.cr4Mask;
+    v.writeNat(F.GUEST_CR4, (s.cr4 & ~m4) | (v.readNat(F.GUEST_CR4) & m4));
+    sy.cr4 = s.cr4;
+  }
+  v.writeGuestIp(F.GUEST_RSP, s.gprLo[KvmReg.RSP], s.gprHi[KvmReg.RSP]);
+  v.writeGuestIp(F.GUEST_RIP, s.ripLo, s.ripHi);
+  v.writeHalves(F.GUEST_RFLAGS, s.rflags, 0);
+  const exit = v.read32(F.VM_EXIT_CONTROLS);
+  if (exit & D.VM_EXIT_SAVE_IA32_EFER && s.efer !== sy.efer) v.write64(F.GUEST_IA32_EFER, (sy.efer = s.efer));
+  if (exit & D.VM_EXIT_SAVE_IA32_PAT && s.pat !== sy.pat) v.write64(F.GUEST_IA32_PAT, (sy.pat = s.pat));
+  if (exit & D.VM_EXIT_SAVE_DEBUG_CONTROLS) {
+    if (s.dr7 !== sy.dr7) v.writeNat(F.GUEST_DR7, (sy.dr7 = s.dr7));
+    if (s.debugctl !== sy.debugctl) v.write64(F.GUEST_IA32_DEBUGCTL, (sy.debugctl = s.debugctl));
+  }
+  // SDM 28.2 (IA32_VMX_MISC bit 5): EFER.LMA is stored into "IA-32e mode guest".
+  const entry = v.read32(F.VM_ENTRY_CONTROLS);
+  const lma = (s.efer & 0x400n) !== 0n;
+  if (lma !== ((entry & D.VM_ENTRY_IA32E_MODE) !== 0)) v.write32(F.VM_ENTRY_CONTROLS, entry ^ D.VM_ENTRY_IA32E_MODE);
+  if (s.sysenterCs !== sy.sysenterCs) v.write32(F.GUEST_SYSENTER_CS, Number((sy.sysenterCs = s.sysenterCs) & 0xffffffffn));
+  if (s.sysenterEsp !== sy.sysenterEsp) v.writeNat(F.GUEST_SYSENTER_ESP, (sy.sysenterEsp = s.sysenterEsp));
+  if (s.sysenterEip !== sy.sysenterEip) v.writeNat(F.GUEST_SYSENTER_EIP, (sy.sysenterEip = s.sysenterEip));
+  let st = 0;
+  if (s.stiShadow) st |= D.GUEST_INTR_STATE_STI;
+  if (s.movSsShadow) st |= D.GUEST_INTR_STATE_MOV_SS;
+  if (s.nmiBlocked) st |= D.GUEST_INTR_STATE_NMI;
+  v.write32(F.GUEST_INTERRUPTIBILITY_INFO, st);
+  v.write32(F.GUEST_ACTIVITY_STATE, s.activity);
+  // SDM 28.3.4: the remaining preemption-timer value, when asked to save it.
+  const pin = v.read32(F.PIN_BASED_VM_EXEC_CONTROL);
+  if (pin & D.PIN_BASED_VMX_PREEMPTION_TIMER && exit & D.VM_EXIT_SAVE_VMX_PREEMPTION_TIMER) {
+    const left = vmx.rules.preemptionDeadlineTsc - s.tsc;
+    v.write32(F.VMX_PREEMPTION_TIMER_VALUE, left > 0n ? Number(left >> BigInt(PREEMPTION_TIMER_RATE)) : 0);
+  }
+  const a = vcpu.arch;
+  a.cr2 = s.cr2;
+  a.dr6 = s.dr6;
+  a.xcr0 = s.xcr0;
+  vmx.kernelGsBase = s.kernelGsBase;
+  // The guest owns CR0.PE/PG here (unrestricted guest), so EFER.LMA may have changed without an exit.
+  if (a.efer !== s.efer && exit & D.VM_EXIT_SAVE_IA32_EFER) a.efer = s.efer;
+}
+
+/** Flush the dirty register cache into the VMCS and the processor (the GPR half of __vmx_vcpu_run). */
+function syncDirtyRegs(vmx: VcpuVmx, vcpu: KvmVcpu): void {
+  const a = vcpu.arch;
+  const dirty = a.regsDirty;
+  if (dirty === 0) return;
+  const v = vmx.vmcs;
+  if (dirty & (1 << KvmReg.RSP)) { const x = a.regs[KvmReg.RSP]; v.writeGuestIp(F.GUEST_RSP, Number(x & 0xffffffffn), Number(x >> 32n)); }
+  if (dirty & (1 << KvmReg.RIP)) { const x = a.regs[KvmReg.RIP]; v.writeGuestIp(F.GUEST_RIP, Number(x & 0xffffffffn), Number(x >> 32n)); }
+  const s = vcpu.cpu.state;
+  let m = dirty & GPR_MASK;
+  while (m) {
+    const r = 31 - Math.clz32(m & -m);
+    m &= m - 1;
+    const x = a.regs[r];
+    s.gprLo[r] = Number(x & 0xffffffffn) | 0;
+    s.gprHi[r] = Number(x >> 32n) | 0;
+  }
+  a.regsDirty = 0;
+}
+
+/** The VM-entry half: checks (27.2–27.3), then load. Returns false when the entry failed. */
+export function vmxVmEntry(vmx: VcpuVmx, vcpu: KvmVcpu): boolean {
+  const v = vmx.vmcs;
+  vmx.fail = false;
+  vmx.failWhy = '';
+  if (v.generation === vmx.checkedGeneration) {
+    // Nothing but RIP/RSP changed since the last checked entry or the last exit's save.
+    const r = checkGuestRip(v);
+    if (!r.ok && r.kind === 'guest') return guestStateInvalid(vmx, r.exitReason, r.qualification, r.why);
+  } else {
+    const c = checkControls(v);
+    const r = c.ok ? checkHostState(v) : c;
+    if (!r.ok && r.kind !== 'guest') {
+      vmx.fail = true;
+      vmx.failWhy = r.why;
+      v.exitWrite32(F.VM_INSTRUCTION_ERROR, r.error);
+      return false;
+    }
+    const g = checkGuestState(v);
+    if (!g.ok && g.kind === 'guest') return guestStateInvalid(vmx, g.exitReason, g.qualification, g.why);
+    vmx.checkedGeneration = v.generation;
+  }
+  return true;
+}
+
+/** SDM 27.8: a failed guest-state check is an exit with bit 31 set; the processor state is not loaded. */
+function guestStateInvalid(vmx: VcpuVmx, exitReason: number, qualification: number, why: string): boolean {
+  const v = vmx.vmcs;
+  vmx.failWhy = why;
+  vmx.exitReason = exitReason;
+  v.exitWrite32(F.VM_EXIT_REASON, exitReason);
+  v.exitWriteNat(F.EXIT_QUALIFICATION, BigInt(qualification));
+  v.exitWrite32(F.IDT_VECTORING_INFO_FIELD, 0);
+  vmx.idtVectoringInfo = 0;
+  vmx.checkedGeneration = -1;
+  return false;
+}
+
+/** vmx_vcpu_run. */
+export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
+  const vmx = toVmx(vcpu);
+  const v = vmx.vmcs;
+  const cpu = vcpu.cpu;
+  syncDirtyRegs(vmx, vcpu);
+  vmx.reqImmediateExit = vmx.immediateExit;
+  if (vmx.immediateExit) {
+    // request_immediate_exit: a zero preemption timer makes the entry exit at once.
+    vmx.immediateExit = false;
+    if (v.read32(F.PIN_BASED_VM_EXEC_CONTROL) & D.PIN_BASED_VMX_PREEMPTION_TIMER) v.write32(F.VMX_PREEMPTION_TIMER_VALUE, 0);
+    else cpu.kick = true;
+  } else updateHvTimer(vmx, vcpu);
+  if (!vmxVmEntry(vmx, vcpu)) return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+  loadGuestState(vmx, vcpu);
+  // SDM 27.4: the VM-entry MSR-load list, after the guest state.
+  const msrLoads = v.read32(F.VM_ENTRY_MSR_LOAD_COUNT);
+  if (msrLoads) {
+    const bad = loadMsrList(vcpu.kvm.hostMemory, v.readNum(F.VM_ENTRY_MSR_LOAD_ADDR), msrLoads, cpu.state);
+    if (bad) {
+      vmx.storedGeneration = -1;
+      guestStateInvalid(vmx, (D.ExitReason.MSR_LOAD_FAIL | D.VMX_EXIT_REASONS_FAILED_VMENTRY) >>> 0, bad,
+        `VM-entry MSR-load list entry ${bad} cannot be loaded`);
+      return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+    }
+  }
+  vmx.rules.tdp = v.read32(F.SECONDARY_VM_EXEC_CONTROL) & D.SECONDARY_EXEC_ENABLE_EPT &&
+    v.read32(F.CPU_BASED_VM_EXEC_CONTROL) & D.CPU_BASED_ACTIVATE_SECONDARY_CONTROLS ? vmx.ept : null;
+  vmx.rules.load(v, vcpu.kvm.hostMemory, cpu.state.tsc);
+  // SDM 29.4.3.3: without VPID, VM entry invalidates linear and combined mappings of VPID 0.
+  if (vmx.rules.tlbTag === 0) cpu.flushTlbTag(0);
+  // SDM 27.6: event injection from the VM-entry interruption-information field.
+  const intr = v.read32(F.VM_ENTRY_INTR_INFO_FIELD);
+  const inj = cpu.injection;
+  inj.valid = (intr & D.INTR_INFO_VALID_MASK) !== 0;
+  if (!inj.valid && vmx.rules.proc2 & D.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY) {
+    // Without an injected event, APICv may deliver a virtual interrupt (SDM 30.2).
+    const vector = vmxVirtualInterruptAtEntry(vcpu);
+    if (vector >= 0) {
+      inj.valid = true;
+      inj.type = EventType.EXTERNAL_INTERRUPT;
+      inj.vector = vector;
+      inj.hasErrorCode = false;
+      inj.errorCode = 0;
+      inj.insnLength = 0;
+    }
+  } else if (inj.valid) {
+    inj.type = ((intr >> 8) & 7) as EventType;
+    inj.vector = intr & 0xff;
+    inj.hasErrorCode = (intr & D.INTR_INFO_DELIVER_CODE_MASK) !== 0;
+    inj.errorCode = v.read32(F.VM_ENTRY_EXCEPTION_ERROR_CODE);
+    inj.insnLength = v.read32(F.VM_ENTRY_INSTRUCTION_LEN);
+  }
+  v.launched = true;
+
+  // What is left of this KVM_RUN's time slice (the run loop returns KVM_EXIT_INTR when it is spent).
+  const budget = Math.max(1, vcpu.runBudget - (cpu.state.instructionsRetired - vmx.runStartRetired));
+  const kind = cpu.runGuest(vmx.rules, budget);
+
+  storeGuestState(vmx, vcpu);
+  // SDM 28.4: the VM-exit MSR-store list (an entry that cannot be stored would be a VMX abort; it was validated at entry).
+  const msrStores = v.read32(F.VM_EXIT_MSR_STORE_COUNT);
+  if (msrStores) storeMsrList(vcpu.kvm.hostMemory, v.readNum(F.VM_EXIT_MSR_STORE_ADDR), msrStores, cpu.state);
+  const exitCtl = v.read32(F.VM_EXIT_CONTROLS);
+  const rec = encodeExit(cpu.exit, (exitCtl & D.VM_EXIT_ACK_INTR_ON_EXIT) !== 0, vmx.exitRecord);
+  // A guest halted in guest mode (HLT not intercepted) waits for the host's next tick.
+  vmx.haltedInGuest = kind === GuestExitKind.HALTED;
+  if (vmx.haltedInGuest) rec.reason = D.ExitReason.EXTERNAL_INTERRUPT;
+  recordExit(v, rec, cpu.exit);
+  // SDM 25.8.3: every VM exit clears the valid bit of the VM-entry interruption-information field.
+  if (intr & D.INTR_INFO_VALID_MASK) v.write32(F.VM_ENTRY_INTR_INFO_FIELD, intr & ~D.INTR_INFO_VALID_MASK);
+  vmx.exitReason = rec.reason;
+  vmx.idtVectoringInfo = v.read32(F.IDT_VECTORING_INFO_FIELD);
+  vmx.checkedGeneration = v.generation;
+  vmx.storedGeneration = v.generation;
+  const a = vcpu.arch;
+  a.regsAvail &= ~EXIT_INVALIDATES;
+  vmxCompleteInterrupts(vcpu, vmx.idtVectoringInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
+  if (cpu.hostError) {
+    const e = cpu.hostError;
+    cpu.hostError = null;
+    throw e;
+  }
+  return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+}
+
+/** Arm the preemption timer for setHvTimer (vmx_update_hv_timer). */
+export function updateHvTimer(vmx: VcpuVmx, vcpu: KvmVcpu): void {
+  const v = vmx.vmcs;
+  if (!(v.read32(F.PIN_BASED_VM_EXEC_CONTROL) & D.PIN_BASED_VMX_PREEMPTION_TIMER)) return;
+  if (vmx.hvDeadlineTsc < 0n) {
+    if (v.read32(F.VMX_PREEMPTION_TIMER_VALUE) !== 0xffffffff) v.write32(F.VMX_PREEMPTION_TIMER_VALUE, 0xffffffff);
+    return;
+  }
+  const guestTsc = vcpu.cpu.state.tsc + vcpu.arch.tscOffset;
+  const delta = vmx.hvDeadlineTsc - guestTsc;
+  const ticks = delta <= 0n ? 0n : delta >> BigInt(PREEMPTION_TIMER_RATE);
+  v.write32(F.VMX_PREEMPTION_TIMER_VALUE, ticks > 0xffffffffn ? 0xffffffff : Number(ticks));
+}
+
+/**
+ * __vmx_complete_interrupts: an event that was being delivered when the exit happened goes
+ * back into KVM's queues to be re-injected (SDM 28.2.4, IDT-vectoring information).
+ */
+export function vmxCompleteInterrupts(
+  vcpu: KvmVcpu, idtVectoringInfo: number,
+  lenField: typeof F.VM_EXIT_INSTRUCTION_LEN | typeof F.VM_ENTRY_INSTRUCTION_LEN,
+  errField: typeof F.IDT_VECTORING_ERROR_CODE | typeof F.VM_ENTRY_EXCEPTION_ERROR_CODE,
+): void {
+  const vmx = toVmx(vcpu);
+  const v: Vmcs = vmx.vmcs;
+  vcpu.arch.nmiInjected = false;
+  kvmClearExceptionQueue(vcpu);
+  kvmClearInterruptQueue(vcpu);
+  if (!(idtVectoringInfo & D.INTR_INFO_VALID_MASK)) return;
+  vcpu.makeRequest(KvmReq.EVENT);
+  const vector = idtVectoringInfo & D.INTR_INFO_VECTOR_MASK;
+  const type = idtVectoringInfo & D.INTR_INFO_INTR_TYPE_MASK;
+  if (type === D.INTR_TYPE_NMI_INTR) {
+    vcpu.arch.nmiInjected = true;
+    // The NMI was not delivered, so it does not block NMIs yet (SDM 28.3.4, virtual-NMI blocking).
+    setNmiBlocked(v, false);
+  } else if (type === D.INTR_TYPE_SOFT_EXCEPTION || type === D.INTR_TYPE_HARD_EXCEPTION) {
+    if (type === D.INTR_TYPE_SOFT_EXCEPTION) vmx.eventExitInstLen = v.read32(lenField);
+    const hasCode = (idtVectoringInfo & D.INTR_INFO_DELIVER_CODE_MASK) !== 0;
+    kvmRequeueException(vcpu, vector, hasCode, hasCode ? v.read32(errField) : 0);
+  } else if (type === D.INTR_TYPE_SOFT_INTR || type === D.INTR_TYPE_EXT_INTR) {
+    if (type === D.INTR_TYPE_SOFT_INTR) vmx.eventExitInstLen = v.read32(lenField);
+    kvmQueueInterrupt(vcpu, vector, type === D.INTR_TYPE_SOFT_INTR);
+  }
+}
+
+export function setNmiBlocked(v: Vmcs, masked: boolean): void {
+  const st = v.read32(F.GUEST_INTERRUPTIBILITY_INFO);
+  v.write32(F.GUEST_INTERRUPTIBILITY_INFO, masked ? st | D.GUEST_INTR_STATE_NMI : st & ~D.GUEST_INTR_STATE_NMI);
+}
