@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
- * Regenerates docs/ops-table.md from core's table (packages/core/dist, so build first) and the
- * per-hook tables in packages/vmx/README.md and packages/svm/README.md (rows of the form
- * "| `hook` | kind | status — detail | test |"): the backends' READMEs are the source of each
- * backend's column, this file only joins them. Run: npm run build && node scripts/ops-table.js
+ * Regenerates docs/ops-table.md from core's table (packages/core/dist, so build first) and each
+ * backend's own per-hook status: packages/<b>/ops-status.<b>.json when present, else the table
+ * in packages/<b>/README.md (rows "| `hook` | kind | status — detail | test |"). The backends
+ * own their columns; this file only joins them. Run: npm run build && node scripts/ops-table.js
  */
 const fs = require('fs');
 const path = require('path');
@@ -11,6 +11,12 @@ const { KVM_X86_OPS } = require('../packages/core/dist/ops/table.js');
 const root = path.join(__dirname, '..');
 
 function readBackend(name) {
+  // A backend may keep its column as JSON ({ hook: { <name>: status, test } }) instead of a README table.
+  const json = path.join(root, 'packages', name, `ops-status.${name}.json`);
+  if (fs.existsSync(json)) {
+    const data = JSON.parse(fs.readFileSync(json, 'utf8'));
+    return new Map(Object.entries(data).map(([hook, v]) => [hook, { status: v[name], detail: '', test: (v.test || '').replace(/^packages\/[a-z]+\/test\//, '') }]));
+  }
   const text = fs.readFileSync(path.join(root, 'packages', name, 'README.md'), 'utf8');
   const rows = new Map();
   for (const line of text.split('\n')) {
