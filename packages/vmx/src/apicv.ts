@@ -32,7 +32,8 @@ export function vmxCheckApicvInhibitReasons(bit: number): boolean {
 }
 
 function page(vcpu: KvmVcpu, hpa: number, len = 4096): { bytes: Uint8Array; offset: number } {
-  return vcpu.kvm.hostMemory.slice(hpa, len);
+  // The virtual-APIC / posted-interrupt addresses come from the VMCS: no memory there reads as all-ones.
+  return { bytes: vcpu.kvm.hostMemory.sliceOrOnes(hpa, len), offset: 0 };
 }
 
 /** The virtual-APIC page as 32-bit registers. */

@@ -99,17 +99,15 @@ export class VmxGuestModeRules implements GuestModeRules {
     this.tlbTag = proc2 & D.SECONDARY_EXEC_ENABLE_VPID ? vmcs.read16(F.VIRTUAL_PROCESSOR_ID) : 0;
 
     if (proc & D.CPU_BASED_USE_MSR_BITMAPS) {
-      const s = host.slice(vmcs.readNum(F.MSR_BITMAP), 4096);
-      this.msrBitmap = s.bytes;
-      this.msrBitmapOff = s.offset;
+      // A bitmap address with no memory behind it reads as all-ones: every MSR exits.
+      this.msrBitmap = host.sliceOrOnes(vmcs.readNum(F.MSR_BITMAP), 4096);
+      this.msrBitmapOff = 0;
     } else this.msrBitmap = null;
     if (proc & D.CPU_BASED_USE_IO_BITMAPS) {
-      const a = host.slice(vmcs.readNum(F.IO_BITMAP_A), 4096);
-      const b = host.slice(vmcs.readNum(F.IO_BITMAP_B), 4096);
-      this.ioA = a.bytes;
-      this.ioAOff = a.offset;
-      this.ioB = b.bytes;
-      this.ioBOff = b.offset;
+      this.ioA = host.sliceOrOnes(vmcs.readNum(F.IO_BITMAP_A), 4096);
+      this.ioAOff = 0;
+      this.ioB = host.sliceOrOnes(vmcs.readNum(F.IO_BITMAP_B), 4096);
+      this.ioBOff = 0;
     } else this.ioA = this.ioB = null;
 
     this.loadTimer(vmcs, guestTsc);

@@ -210,7 +210,21 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
   ops.handleExitIrqoff(vcpu);
   const r = ops.handleExit(vcpu, fastpath);
   kvm.flushExitTrace();
+  // HLT without an intercept leaves the processor asleep in guest mode (activity state HLT);
+  // only an event wakes it. Wait as vcpu_block would instead of re-entering a sleeping CPU.
+  if (r > 0 && vcpu.cpu.state.activity === 1) return haltedInGuestMode(vcpu);
   return r;
+}
+
+function haltedInGuestMode(vcpu: KvmVcpu): number {
+  if (vcpuHasEvents(vcpu)) return 1;
+  const wait = vcpu.kvm.irqSource?.waitForEvent(vcpu) ?? KvmWaitResult.HALT;
+  if (wait === KvmWaitResult.WOKEN) {
+    vcpu.makeRequest(KvmReq.EVENT);
+    return 1;
+  }
+  vcpu.run.exitReason = wait === KvmWaitResult.YIELD ? KvmExitReason.KVM_EXIT_INTR : KvmExitReason.KVM_EXIT_HLT;
+  return 0;
 }
 
 /** A halted vCPU wakes for an interrupt it can take or an NMI (kvm_vcpu_has_events). */
@@ -357,7 +371,8 @@ export function vcpuReset(vcpu: KvmVcpu, initEvent: boolean): void {
   a.mpState = vcpu.vcpuId === 0 || !initEvent ? KvmMpState.RUNNABLE : KvmMpState.INIT_RECEIVED;
   vcpu.kvm.irqchip?.lapicReset(vcpu, initEvent);
   vcpu.kvm.ops.vcpuReset(vcpu, initEvent);
-  vcpu.makeRequest(KvmReq.EVENT | KvmReq.TLB_FLUSH);
+  // kvm_mmu_reset_context: the vendor reset may have cleared the TDP root (SVM's init_vmcb zeroes N_CR3).
+  vcpu.makeRequest(KvmReq.EVENT | KvmReq.TLB_FLUSH | KvmReq.LOAD_MMU_PGD);
 }
 
 // ---------------------------------------------------------------- memslots and dirty logging

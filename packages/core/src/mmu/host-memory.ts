@@ -80,22 +80,58 @@ export class HostMemory {
     return { bytes: r.bytes, offset: hpa - r.base };
   }
 
+  /**
+   * Physical-bus accessors for what the emulated hardware reads and writes on its own (page
+   * tables, bitmaps, logs) at addresses that come from a control block — which a hostile or
+   * broken VMCS/VMCB may point anywhere. As on a real bus, a read from no memory returns
+   * all-ones and a write there is dropped; `strayAccesses` counts them so tests can see them.
+   */
   read64(hpa: number): bigint {
-    const { bytes, offset } = this.slice(hpa, 8);
-    return new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(offset, true);
+    const r = this.find(hpa);
+    if (!r || hpa + 8 > r.base + r.bytes.length) {
+      this.strayAccesses++;
+      return 0xffff_ffff_ffff_ffffn;
+    }
+    return new DataView(r.bytes.buffer, r.bytes.byteOffset).getBigUint64(hpa - r.base, true);
   }
   write64(hpa: number, v: bigint): void {
-    const { bytes, offset } = this.slice(hpa, 8);
-    new DataView(bytes.buffer, bytes.byteOffset).setBigUint64(offset, BigInt.asUintN(64, v), true);
+    const r = this.find(hpa);
+    if (!r || hpa + 8 > r.base + r.bytes.length) {
+      this.strayAccesses++;
+      return;
+    }
+    new DataView(r.bytes.buffer, r.bytes.byteOffset).setBigUint64(hpa - r.base, BigInt.asUintN(64, v), true);
   }
   read32(hpa: number): number {
-    const { bytes, offset } = this.slice(hpa, 4);
-    return new DataView(bytes.buffer, bytes.byteOffset).getUint32(offset, true);
+    const r = this.find(hpa);
+    if (!r || hpa + 4 > r.base + r.bytes.length) {
+      this.strayAccesses++;
+      return 0xffffffff;
+    }
+    return new DataView(r.bytes.buffer, r.bytes.byteOffset).getUint32(hpa - r.base, true);
   }
   write32(hpa: number, v: number): void {
-    const { bytes, offset } = this.slice(hpa, 4);
-    new DataView(bytes.buffer, bytes.byteOffset).setUint32(offset, v >>> 0, true);
+    const r = this.find(hpa);
+    if (!r || hpa + 4 > r.base + r.bytes.length) {
+      this.strayAccesses++;
+      return;
+    }
+    new DataView(r.bytes.buffer, r.bytes.byteOffset).setUint32(hpa - r.base, v >>> 0, true);
   }
+  /**
+   * `len` bytes at `hpa` as the hardware would read them: a view when memory backs the whole
+   * range, otherwise a private all-ones copy (a read from no memory; writes to it go nowhere).
+   */
+  sliceOrOnes(hpa: number, len: number): Uint8Array {
+    const r = this.find(hpa);
+    if (!r || hpa + len > r.base + r.bytes.length) {
+      this.strayAccesses++;
+      return new Uint8Array(len).fill(0xff);
+    }
+    return r.bytes.subarray(hpa - r.base, hpa - r.base + len);
+  }
+  /** Accesses by the emulated hardware to host-physical addresses no memory backs. */
+  strayAccesses = 0;
   get bytesMapped(): number {
     return this.mapped;
   }

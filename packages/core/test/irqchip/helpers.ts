@@ -119,6 +119,12 @@ export function swEnable(v: KvmVcpu): void {
 }
 
 /** Give the guest CPUID.1:ECX.TSC_DEADLINE (bit 24). */
+/** Guest CPUID without CPUID.1:ECX.TSC_DEADLINE[bit 24] (the supported table has it). */
+export function withoutTscDeadline(v: KvmVcpu): void {
+  const c = v.getCpuid2().map((e) => (e.function === 1 ? { ...e, ecx: (e.ecx & ~(1 << 24)) >>> 0 } : e));
+  v.setCpuid2(c);
+}
+
 export function withTscDeadline(v: KvmVcpu): void {
   const c = v.getCpuid2().map((e) => (e.function === 1 ? { ...e, ecx: (e.ecx | (1 << 24)) >>> 0 } : e));
   v.setCpuid2(c);

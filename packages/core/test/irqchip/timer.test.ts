@@ -1,5 +1,5 @@
 import { KvmExitReason, KvmMpState } from '../../src';
-import { apicRead, apicWrite, guest, irqVm, swEnable, withTscDeadline, wrmsr, rdmsr } from './helpers';
+import { apicRead, apicWrite, guest, irqVm, swEnable, withTscDeadline, withoutTscDeadline, wrmsr, rdmsr } from './helpers';
 
 const EOI = 0xb0, LVTT = 0x320, TMICT = 0x380, TMCCT = 0x390, TDCR = 0x3e0, LVT0 = 0x350;
 
@@ -57,6 +57,7 @@ describe('LAPIC timer on the virtual clock (1 instruction = 1 ns, APIC bus 1 GHz
   it('TSC-deadline mode fires when the guest TSC reaches IA32_TSC_DEADLINE, then disarms', () => {
     const { v } = timerVm();
     // Without CPUID.TSC_DEADLINE the mode bit is not writable (one-shot stays).
+    withoutTscDeadline(v);
     apicWrite(v, LVTT, 0x40043);
     expect(apicRead(v, LVTT)).toBe(0x43);
     withTscDeadline(v);

@@ -36,8 +36,8 @@ export function msrpmOffset(msr: number): { byte: number; bit: number } | null {
 abstract class PermissionMap {
   readonly bytes: Uint8Array;
   constructor(readonly host: HostMemory, readonly pa: number, size: number) {
-    const { bytes, offset } = host.slice(pa, size);
-    this.bytes = bytes.subarray(offset, offset + size);
+    // A base pointing at no memory reads as all-ones: every port / MSR intercepted.
+    this.bytes = host.sliceOrOnes(pa, size);
   }
   protected bit(index: number): boolean {
     return ((this.bytes[index >> 3] >> (index & 7)) & 1) === 1;
