@@ -15,11 +15,6 @@ export const VMX_CONFORMANCE: SuiteOptions = {
   dirtyLog: 'pml',
   tlb: 'tagged',
   hvTimer: { exitName: 'PREEMPTION_TIMER' },
-  skip: {
-    'unknown MSRs: RDMSR and WRMSR raise #GP(0) with its error code, at the faulting instruction':
-      'vmx bug: vmxQueueException (packages/vmx/src/events.ts) decides "protected mode" from CR0_READ_SHADOW, ' +
-      'which is stale because CR0.PE is guest-owned, so #GP is injected without its error code in long mode',
-  },
 };
 
 /** kvm-amd: exits counted by KVM's SVM_EXIT_REASONS strings (vmcb/exit-codes.ts); RDMSR and WRMSR are both 'msr'. */
