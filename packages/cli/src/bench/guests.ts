@@ -5,47 +5,13 @@
  * testkit's workloads.
  */
 import {
-  Assembler, BENCH_RESULT_PORT, buildLongModeGuest, GuestImage, al, dx, eax, ebx, ecx, edx, r12, r14, r14d, r15, r15d,
+  Assembler, BENCH_RESULT_PORT, buildLongModeGuest, emitIdtSetup, emitIdtTable, reportEax, wrmsrImm, GuestImage, al, dx, eax, ebx, ecx, edx, r12, r14, r14d, r15, r15d,
   rax, rbx, rcx, rdi, rsi, rsp, byte, mem, qword,
 } from '@tsvisor/testkit';
 
 export const TIMER_VECTOR = 0x40;
 /** LAPIC timer initial count for the HLT loop (divide by 1: ns of guest time at 1 GHz). */
 export const HLT_TIMER_COUNT = 10_000;
-
-function wrmsrImm(a: Assembler, msr: number, lo: number, hi = 0): void {
-  a.mov(ecx, msr).mov(eax, lo >>> 0).mov(edx, hi >>> 0).wrmsr();
-}
-
-function report(a: Assembler): void {
-  a.mov(edx, BENCH_RESULT_PORT);
-  a.out(dx, eax);
-}
-
-/** IDT with one 64-bit interrupt gate (CS 0x18) at `vector`, loaded with LIDT. */
-function installIdt(a: Assembler, vector: number, handler: ReturnType<Assembler['label']>, idt: ReturnType<Assembler['label']>, idtr: ReturnType<Assembler['label']>): void {
-  a.lea(rax, mem(handler));
-  a.mov(rbx, rax);
-  a.and(eax, 0xffff);
-  a.or(eax, 0x18 << 16);
-  a.mov(rcx, 0x00008e0000000000n);
-  a.or(rax, rcx);
-  a.shr(rbx, 16);
-  a.shl(rbx, 48);
-  a.or(rax, rbx);
-  a.lea(rdi, mem(idt));
-  a.mov(qword(rdi, vector * 16), rax);
-  a.lidt(mem(idtr));
-}
-
-function idtData(a: Assembler, idt: ReturnType<Assembler['label']>, idtr: ReturnType<Assembler['label']>): void {
-  a.align(16, 0);
-  a.bind(idt);
-  a.space(256 * 16);
-  a.bind(idtr);
-  a.dw(256 * 16 - 1);
-  a.dq(idt);
-}
 
 /**
  * `iterations` times: arm the x2APIC one-shot timer (HLT_TIMER_COUNT), then with `halt`
@@ -58,7 +24,7 @@ export function buildHltTimerGuest(iterations: number, halt: boolean): GuestImag
     const idt = a.label('idt');
     const idtr = a.label('idtr');
     a.xor(r15, r15);
-    installIdt(a, TIMER_VECTOR, handler, idt, idtr);
+    emitIdtSetup(a, TIMER_VECTOR, handler, { idt, idtr });
     wrmsrImm(a, 0x1b, 0xfee00d00); // IA32_APIC_BASE: x2APIC on
     wrmsrImm(a, 0x80f, 0x1ff); // SVR: software enable
     wrmsrImm(a, 0x83e, 0xb); // divide by 1
@@ -71,13 +37,13 @@ export function buildHltTimerGuest(iterations: number, halt: boolean): GuestImag
     a.jnz(loop);
     wrmsrImm(a, 0x838, 0); // disarm
     a.mov(eax, r15d);
-    report(a);
+    reportEax(a);
     a.cli().hlt();
     a.bind(handler);
     a.inc(r15);
     wrmsrImm(a, 0x80b, 0); // EOI
     a.iretq();
-    idtData(a, idt, idtr);
+    emitIdtTable(a, { idt, idtr });
   });
 }
 
@@ -94,7 +60,7 @@ export function buildIpiGuest(iterations: number, ipi: boolean): GuestImage {
     const idtr = a.label('idtr');
     const ap = a.label('ap');
     a.xor(r15, r15);
-    installIdt(a, TIMER_VECTOR, handler, idt, idtr);
+    emitIdtSetup(a, TIMER_VECTOR, handler, { idt, idtr });
     a.mov(ecx, 0x1b).rdmsr().or(eax, 0xc00).wrmsr(); // x2APIC on (keeps the BSP bit as it is)
     wrmsrImm(a, 0x80f, 0x1ff);
     a.mov(ecx, 0x802).rdmsr().mov(r14d, eax); // x2APIC ID
@@ -109,7 +75,7 @@ export function buildIpiGuest(iterations: number, ipi: boolean): GuestImage {
     a.dec(r12);
     a.jnz(loop);
     a.mov(eax, r15d);
-    report(a);
+    reportEax(a);
     a.cli().hlt();
     a.bind(ap);
     a.mov(rsp, 0x60000); // its own stack
@@ -126,7 +92,7 @@ export function buildIpiGuest(iterations: number, ipi: boolean): GuestImage {
     wrmsrImm(a, 0x830, 0x4000 | TIMER_VECTOR, 0); // answer: IPI to APIC 0
     a.bind(done);
     a.iretq();
-    idtData(a, idt, idtr);
+    emitIdtTable(a, { idt, idtr });
   });
 }
 

@@ -3,3 +3,4 @@ export * from './boot';
 export * from './demo';
 export * from './multiboot';
 export * from './bench';
+export * from './idt';
