@@ -5,14 +5,13 @@
 export { main, formatBackends } from './main';
 export { ExitStatus, CliError } from './status';
 export type { CliIo } from './io';
-export { parseCommandLine, parseAddress, parseSize, parseCount } from './args';
-export type { Command, RunOptions } from './args';
+export { parseCommandLine, parseAddress, parseSize, parseCount, parseMemory, parseTarget, START_MODES } from './args';
+export type { Command, RunOptions, OutputTarget, StartMode } from './args';
 export {
   BUILTIN_BACKENDS, AUTO_FALLBACK, BACKEND_KEYWORD, hostVendorId, autoBackend, resolveBackend,
   findBackendClass, declaresBackend, findInstalledBackendPackages, listBackends,
 } from './backends';
 export type { BuiltinBackend, ResolvedBackend, BackendListing } from './backends';
-export { runCommand, exitTable } from './run';
-export { loadGuest, demoGuest, flatBinaryGuest, START_MODES } from './guest';
-export type { GuestSpec, StartMode } from './guest';
-export { SerialConsole, PortIo, COM1_BASE } from './ports';
+export { runCommand } from './run';
+export { exitTable, exitStats, statsLines, describeEnd } from './report';
+export type { ExitStats, ExitStat, RunJson, RunEnd } from './report';

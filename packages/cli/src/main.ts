@@ -16,12 +16,20 @@ const backends = () => require('./backends') as typeof import('./backends');
 const run = () => require('./run') as typeof import('./run');
 /* eslint-enable @typescript-eslint/no-require-imports */
 
+const STATUSES = `Exit statuses: the value the guest wrote to isa-debug-exit (port 0xF4; its low 8 bits), or
+  0 the guest halted with no vCPU able to wake, or powered off    1 tsvisor failed (a bug)
+  2 user error (one line on stderr)                               3 triple fault
+  4 VM entry failed            5 internal error or unhandled exit 6 --max-instructions/--timeout
+  7 the guest asked for a reset                                 130 interrupted (Ctrl-C)
+`;
+
 const MAIN_HELP = `Usage: tsvisor <command> [options]
 
 Linux KVM's x86 architecture in TypeScript: run x86 guests on an emulated VMX or SVM backend.
 
 Commands:
-  run [GUEST]    run GUEST (a flat binary), or the built-in demo guest when none is given
+  run [GUEST]    run GUEST (Multiboot kernel, ELF executable or flat binary) on a PC platform,
+                 or the built-in demo guest when none is given
   backends       list the available backends (built-in and installed packages)
   help [CMD]     show help for a command
 
@@ -29,32 +37,43 @@ Options:
   -h, --help     show this help
   -V, --version  show the version
 
-Exit statuses: 0 guest halted, 1 tsvisor failed, 2 user error, 3 guest shutdown (triple fault),
-4 VM entry failed, 5 internal error or unhandled exit, 6 timeout.
-`;
+${STATUSES}`;
 
 const RUN_HELP = `Usage: tsvisor run [GUEST] [options]
 
-Runs GUEST, a flat binary, or without GUEST the built-in demo guest (real -> protected ->
-long mode, prints the CPU vendor on COM1, writes MSR_FS_BASE, halts). Serial output (COM1,
-port 0x3F8) goes to stdout; afterwards tsvisor prints the guest's FS base read through the
-backend's getMsr hook and the exits by reason in the backend's own vocabulary.
+Boots GUEST on a PC (q35 layout: 16550A on COM1, isa-debug-exit at 0xF4, LAPIC/IOAPIC/PIC,
+PIT, RTC, HPET, ACPI PM timer and tables, fw_cfg, PCI; see docs/platform.md), as QEMU's
+-kernel does: a Multiboot kernel (with --append and --initrd), an ELF executable, or a flat
+binary (--load-addr/--entry/--mode). Without GUEST, runs the built-in demo guest (real ->
+protected -> long mode, prints the CPU vendor on COM1, writes MSR_FS_BASE, halts).
+COM1 goes to stdout; afterwards tsvisor prints how the run ended, the guest's FS base read
+through the backend's getMsr hook, and the exits by reason in the backend's own vocabulary.
 
 Options:
   -b, --backend B          vmx | svm | auto (default: by the host's /proc/cpuinfo vendor_id)
                            | an installed package name | a path to a backend module
-  -m, --memory SIZE        guest RAM at guest-physical 0 (default 16M; 1M..2G)
-      --load-addr A        where GUEST is loaded (default 0x7c00)
-      --entry A            linear address of GUEST's first instruction (default: the load address)
-      --mode M             real | protected | long: the mode GUEST starts in (default real)
-      --max-instructions N stop with status 6 after N retired instructions
+  -m, --memory SIZE        guest RAM (default 256M; K/M/G suffixes; 2M .. 64G and the host's RAM)
+      --smp N              vCPUs (default 1); application processors wait for INIT/SIPI
+      --append CMDLINE     kernel command line (Multiboot)
+      --initrd FILE        a Multiboot module (repeat for more)
+      --load-addr A        where a flat GUEST is loaded (default 0x7c00)
+      --entry A            linear address of the first instruction (default: the load address)
+      --mode M             real | protected | long: the mode a flat GUEST starts in (default real)
+      --serial T           COM1 output: stdio (default; also feeds stdin to the guest) | none | FILE
+      --debugcon T         port 0xE9 output: none (default) | stdio | FILE
+      --clock C            virtual (default: time from retired instructions, reproducible) | host
+      --max-instructions N stop with status 6 after N retired instructions (all vCPUs)
       --timeout S          stop with status 6 after S seconds
+      --trace EVENTS       comma list of KVM tracepoints (kvm_exit,kvm_pio,...): a line each on stderr
+      --trace-file FILE    write the trace lines to FILE instead
+      --stats              after the run, exits per reason per vCPU with shares of count and time, MIPS
+      --json               print the result as one JSON object on stdout (COM1 defaults to none)
       --dump-control-block after the run, print the backend's control block (VMCS, VMCB, ...)
   -h, --help               show this help
 
-Exit statuses: 0 guest halted, 1 tsvisor failed, 2 user error, 3 guest shutdown (triple fault),
-4 VM entry failed, 5 internal error or unhandled exit, 6 timeout.
-`;
+Ctrl-C stops the run (status 130) and prints what was gathered so far.
+
+${STATUSES}`;
 
 const BACKENDS_HELP = `Usage: tsvisor backends
 
@@ -67,6 +86,7 @@ directory. Use the SELECT column's value with tsvisor run --backend.
 export async function main(argv: readonly string[], ioOverrides: Partial<CliIo> = {}): Promise<number> {
   const io: CliIo = { ...processIo(), ...ioOverrides };
   try {
+    if (argv[0] === 'bench') return await (require('./bench') as typeof import('./bench')).benchCommand(argv.slice(1), io); // eslint-disable-line @typescript-eslint/no-require-imports
     const cmd = parseCommandLine(argv);
     switch (cmd.kind) {
       case 'help':

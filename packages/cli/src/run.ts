@@ -1,266 +1,216 @@
 /**
- * `tsvisor run`: the VMM loop. Pick the backend, create the VM through core's KVM-shaped
- * API, load the guest, then KVM_RUN until the guest halts or something ends the run,
- * answering the exits userspace owns (port I/O, MMIO) the way a PC with only a serial
- * console would. Afterwards: the guest's FS base read back through the backend's getMsr
- * hook, and the exits by reason in the backend's own vocabulary.
+ * `tsvisor run`: a thin front end over core's `Machine` (the PC platform: devices, firmware,
+ * ACPI, the flat/ELF/Multiboot loaders, the SMP scheduler). The CLI picks the backend, reads
+ * the guest files, says where the byte streams go, runs the Machine, and reports: the
+ * process status (status.ts), one line on stderr when the run did not end well, the report
+ * (FS base read with the backend's getMsr, exits in the backend's vocabulary), --stats,
+ * --json, --trace lines, a status line on an interactive terminal, Ctrl-C.
  */
+import { readFileSync, statSync } from 'node:fs';
 import {
   BackendBindError,
-  Kvm,
-  KvmExitReason,
-  KvmInternalError,
-  KvmRun,
-  KvmSystemEventType,
+  GuestFile,
+  GuestLoadError,
+  isKvmTracepoint,
+  KVM_TRACEPOINT_NAMES,
+  KvmError,
   KvmVcpu,
-  MSR,
-  exitReasonName,
+  Machine,
+  MachineConfigError,
+  MachineOptions,
+  MachineResult,
 } from '@tsvisor/core';
 import { RunOptions } from './args';
 import { resolveBackend, ResolvedBackend } from './backends';
-import { checkGuestFits, demoGuest, flatBinaryGuest, GuestSpec, loadGuest } from './guest';
 import { CliIo } from './io';
-import { PortIo, SerialConsole } from './ports';
+import { ByteSink, Outputs } from './outputs';
+import { describeEnd, reportLines, runJson, RunEnd, statsLines } from './report';
 import { CliError, ExitStatus } from './status';
+import { StatusLine } from './status-line';
 
-/** Instructions per KVM_RUN when a wall-clock timeout must be checked between runs. */
-const TIMEOUT_SLICE = 2_000_000;
+/** Serial and debugcon bytes kept for --json (the streams themselves go where --serial/--debugcon say). */
+const JSON_CAPTURE_LIMIT = 1024 * 1024;
+/** How often buffered output is flushed during a run. */
+const FLUSH_MS = 100;
 
-/** How a run ended: the exit status and, unless the guest halted cleanly, one line saying why. */
-export interface Outcome {
-  status: ExitStatus;
-  /** KVM exit that ended the run (for the report) */
-  how: string;
-  /** the one-line explanation on stderr (absent for a clean halt) */
-  error?: string;
-}
-
-export async function runCommand(opts: RunOptions, io: CliIo): Promise<ExitStatus> {
-  // A guest file the user named is checked first: it is the cheapest mistake to report.
-  const file = opts.guest === null ? null
-    : flatBinaryGuest(opts.guest, { loadAddress: opts.loadAddress, entry: opts.entry, mode: opts.mode });
-  if (file) checkGuestFits(file, opts.memory);
+export async function runCommand(opts: RunOptions, io: CliIo): Promise<number> {
+  // The cheapest mistakes first: names of tracepoints, then the files the user named.
+  checkTracepoints(opts.trace);
+  const kernel = opts.guest === null ? null : readGuestFile('guest file', opts.guest);
+  const initrd = opts.initrd.map((f) => readGuestFile('--initrd file', f));
   const backend = resolveBackend(opts.backend, io);
-  const guest: GuestSpec = file ?? demoGuest();
-
-  const kvm = createVm(backend);
+  const outputs = new Outputs(io);
   try {
-    let vcpu: KvmVcpu;
-    try {
-      vcpu = kvm.createVcpu(0);
-    } catch (e) {
-      throw new CliError(`${backend.info.name}: KVM_CREATE_VCPU failed: ${(e as Error).message}`, ExitStatus.SOFTWARE);
-    }
-    try {
-      loadGuest(kvm, vcpu, guest, opts.memory);
-    } catch (e) {
-      if (e instanceof CliError) throw e;
-      throw new CliError(`cannot start ${guest.description} on ${backend.info.name}: ${(e as Error).message}`, ExitStatus.SOFTWARE);
-    }
-
-    const serial = new SerialOutput(io);
-    const ports = new PortIo(new SerialConsole((b) => serial.push(b)));
-    const outcome = await vcpuLoop(vcpu, ports, serial, opts);
-    serial.flush();
-
-    if (outcome.error) io.stderr.write(`tsvisor: ${outcome.error}\n`);
-    report(io, backend, vcpu, outcome, serial.endsWithNewline);
-    if (opts.dumpControlBlock) dumpControlBlock(io, backend, vcpu);
-    return outcome.status;
+    return await runMachine(opts, io, backend, kernel, initrd, outputs);
   } finally {
-    kvm.destroy();
+    outputs.close();
   }
 }
 
-function createVm(backend: ResolvedBackend): Kvm {
+async function runMachine(opts: RunOptions, io: CliIo, backend: ResolvedBackend, kernel: GuestFile | null, initrd: GuestFile[], outputs: Outputs): Promise<number> {
+  const serial = outputs.open('--serial', opts.serial);
+  const debugcon = outputs.open('--debugcon', opts.debugcon);
+  const traceOut: ByteSink | null = opts.trace.length ? (opts.traceFile ? outputs.file('--trace-file', opts.traceFile) : outputs.stderr) : null;
+
+  let machine: Machine | null = null;
+  const options: MachineOptions = {
+    backend: backend.cls,
+    memory: opts.memory,
+    smp: opts.smp,
+    kernel: kernel ?? { name: 'demo', data: new Uint8Array(0) },
+    append: opts.append ?? undefined,
+    initrd,
+    serial: serial ? (b) => serial.push(b) : null,
+    debugcon: debugcon ? (b) => debugcon.push(b) : null,
+    clock: opts.clock,
+    maxInstructions: opts.maxInstructions ?? undefined,
+    timeoutMs: opts.timeoutMs ?? undefined,
+    captureLimit: opts.json ? JSON_CAPTURE_LIMIT : 0,
+    exitTiming: opts.stats || opts.json,
+    ...(opts.loadAddress !== null ? { loadAddr: opts.loadAddress } : {}),
+    ...(opts.entry !== null ? { entry: opts.entry } : {}),
+    ...(opts.mode !== null ? { mode: opts.mode } : {}),
+    ...(traceOut ? {
+      trace: {
+        events: opts.trace,
+        // trace-cmd's shape: task, CPU, timestamp (guest time), event: text.
+        sink: (event: string, vcpuId: number, text: string) => {
+          const vcpu = machine?.kvm.vcpus[vcpuId];
+          const ns = vcpu ? machine!.kvm.clock.nowNs(vcpu) : 0;
+          traceOut.write(`vcpu${vcpuId} [${String(vcpuId).padStart(3, '0')}] ${(ns / 1e9).toFixed(9)}: ${event}: ${text}\n`);
+        },
+      },
+    } : {}),
+  };
+  if (!kernel) {
+    // The built-in demo: a flat real-mode image (real → protected → long mode, banner, WRMSR FS_BASE, HLT).
+    // Loaded lazily: only `tsvisor run` without a guest needs the testkit (and iced-x86's encoder).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const testkit = require('@tsvisor/testkit') as typeof import('@tsvisor/testkit');
+    const demo = testkit.buildDemoGuest();
+    Object.assign(options, { kernel: { name: 'demo', data: demo.image }, format: 'flat', mode: 'real', loadAddr: demo.loadAddress, entry: demo.entry });
+  }
+
+  machine = createMachine(options, backend);
+  const stopInterrupt = io.onInterrupt?.(() => machine!.interrupt('interrupted (SIGINT)')) ?? (() => undefined);
+  const stopStdin = serial && opts.serial.kind === 'stdio' && io.readStdin ? io.readStdin((bytes) => machine!.uart.receive(bytes)) : () => undefined;
+  const statusLine = io.stderr.isTTY && !opts.json && !(traceOut && !opts.traceFile) ? new StatusLine(io, machine) : null;
+  const flusher = setInterval(() => {
+    outputs.flush();
+    statusLine?.tick();
+  }, FLUSH_MS);
+  let result: MachineResult;
   try {
-    // The CLI is the one that decides which class answers X86_OPS; core only resolves it.
-    return Kvm.create({ backend: backend.cls });
+    result = await machine.run();
+  } finally {
+    clearInterval(flusher);
+    stopInterrupt();
+    stopStdin();
+    statusLine?.clear();
+  }
+  try {
+    return finish(opts, io, outputs, backend, machine, result);
+  } finally {
+    machine.destroy();
+  }
+}
+
+function finish(opts: RunOptions, io: CliIo, outputs: Outputs, backend: ResolvedBackend, machine: Machine, r: MachineResult): number {
+  const end = describeEnd(r, opts);
+  const vcpus = machine.vcpus.map((s) => s.vcpu);
+  const out = outputs.stdout;
+  const dump = opts.dumpControlBlock ? controlBlockDumps(io, backend, vcpus) : null;
+  outputs.flush();
+  if (end.error) io.stderr.write(`tsvisor: ${end.error}\n`);
+  if (opts.json) {
+    const json = runJson(r, end, backend, vcpus);
+    if (dump) json.controlBlock = dump;
+    if (!out.atLineStart) out.write('\n');
+    out.write(JSON.stringify(json) + '\n');
+    return end.status;
+  }
+  const lines = reportLines(r, end, backend, vcpus);
+  if (opts.stats) lines.push(...statsLines(r, backend.info.name));
+  if (!out.atLineStart) out.write('\n');
+  out.write(lines.join('\n') + '\n');
+  if (dump) {
+    dump.forEach((text, i) => {
+      const which = dump.length > 1 ? ` (vCPU ${i})` : '';
+      out.write(`--- ${backend.info.name} control block${which}\n${text}${text.endsWith('\n') ? '' : '\n'}`);
+    });
+  }
+  return end.status;
+}
+
+function checkTracepoints(names: readonly string[]): void {
+  const unknown = names.filter((n) => !isKvmTracepoint(n));
+  if (unknown.length) {
+    throw new CliError(`--trace: unknown tracepoint${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (valid: ${KVM_TRACEPOINT_NAMES.join(', ')})`);
+  }
+}
+
+function readGuestFile(what: string, file: string): GuestFile {
+  let data: Uint8Array;
+  try {
+    if (statSync(file).isDirectory()) throw Object.assign(new Error('directory'), { code: 'EISDIR' });
+    data = readFileSync(file);
   } catch (e) {
-    // A third-party backend that cannot be used is the user's choice to fix (status 2);
-    // a built-in one is a bug in tsvisor (status 1).
+    const err = e as NodeJS.ErrnoException;
+    const why =
+      err.code === 'ENOENT' ? 'no such file' :
+      err.code === 'EACCES' ? 'permission denied' :
+      err.code === 'EISDIR' ? 'it is a directory' :
+      err.message;
+    throw new CliError(`cannot read ${what} '${file}': ${why}`);
+  }
+  if (data.length === 0) throw new CliError(`${what} '${file}' is empty`);
+  return { name: file, data };
+}
+
+/** Machine.create with its errors as CLI errors: the user's (status 2) or tsvisor's (status 1). */
+function createMachine(options: MachineOptions, backend: ResolvedBackend): Machine {
+  try {
+    return Machine.create(options);
+  } catch (e) {
+    if (e instanceof GuestLoadError || e instanceof MachineConfigError) throw new CliError(oneLine((e as Error).message));
+    // A third-party backend that cannot be used is the user's choice to fix (status 2); a
+    // built-in one is a bug in tsvisor (status 1).
     const builtin = backend.source === 'built-in';
     const status = builtin ? ExitStatus.SOFTWARE : ExitStatus.USAGE;
     const from = builtin ? '' : ` (from ${backend.modulePath})`;
-    if (e instanceof BackendBindError) throw new CliError(`${e.message}${from}`, status);
-    throw new CliError(`backend ${backend.info.name}${from} could not create a VM: ${(e as Error).message}`, status);
+    if (e instanceof BackendBindError) throw new CliError(`${oneLine(e.message)}${from}`, status);
+    if (e instanceof KvmError && e.code === 'ENOMEM') throw new CliError(`cannot create the machine: ${oneLine(e.message)}`);
+    throw new CliError(`backend ${backend.info.name}${from} could not create the machine: ${oneLine((e as Error).message)}`, status);
   }
 }
 
-/** The KVM_RUN loop; exported for tests, which drive it with scripted exits. */
-export async function vcpuLoop(vcpu: KvmVcpu, ports: PortIo, serial: { flush(): void }, opts: RunOptions): Promise<Outcome> {
-  const started = Date.now();
-  const defaultSlice = vcpu.runBudget;
-  const retired = () => vcpu.cpu.state.instructionsRetired;
-  for (;;) {
-    let slice = opts.timeoutMs !== null ? Math.min(defaultSlice, TIMEOUT_SLICE) : defaultSlice;
-    if (opts.maxInstructions !== null) {
-      const left = opts.maxInstructions - retired();
-      if (left <= 0) return timeout(`stopped after ${retired()} instructions (--max-instructions ${opts.maxInstructions}) before the guest halted`);
-      slice = Math.min(slice, left);
-    }
-    vcpu.runBudget = slice;
-
-    let run: KvmRun;
-    try {
-      run = vcpu.runVcpu();
-    } catch (e) {
-      return { status: ExitStatus.INTERNAL_ERROR, how: 'KVM_RUN failed', error: `KVM_RUN failed: ${(e as Error).message}` };
-    }
-
-    switch (run.exitReason) {
-      case KvmExitReason.KVM_EXIT_IO:
-        ports.handle(run);
-        continue;
-      case KvmExitReason.KVM_EXIT_MMIO:
-        // No MMIO devices in this slice: reads float to all-ones, writes are dropped, as on a PC.
-        if (!run.mmio.isWrite) run.mmio.data.fill(0xff, 0, run.mmio.len);
-        continue;
-      case KvmExitReason.KVM_EXIT_HLT:
-        return { status: ExitStatus.OK, how: 'guest halted (KVM_EXIT_HLT)' };
-      case KvmExitReason.KVM_EXIT_INTR:
-        // A time slice ended (or a signal): flush the console, let the event loop breathe, go on.
-        serial.flush();
-        if (opts.timeoutMs !== null && Date.now() - started >= opts.timeoutMs) {
-          return timeout(`stopped after ${opts.timeoutMs / 1000} s (--timeout) and ${retired()} instructions before the guest halted`);
-        }
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        continue;
-      case KvmExitReason.KVM_EXIT_SHUTDOWN:
-        return {
-          status: ExitStatus.SHUTDOWN,
-          how: 'guest shut down (KVM_EXIT_SHUTDOWN)',
-          error: `guest shut down (triple fault, KVM_EXIT_SHUTDOWN) at RIP ${ripOf(vcpu)}`,
-        };
-      case KvmExitReason.KVM_EXIT_FAIL_ENTRY: {
-        const reason = run.failEntry.hardwareEntryFailureReason;
-        return {
-          status: ExitStatus.FAIL_ENTRY,
-          how: 'VM entry failed (KVM_EXIT_FAIL_ENTRY)',
-          error: `VM entry failed (KVM_EXIT_FAIL_ENTRY): hardware entry failure reason 0x${reason.toString(16)}` +
-            `${run.internalMessage ? `: ${run.internalMessage}` : ''}${opts.dumpControlBlock ? '' : ' (--dump-control-block shows the control block)'}`,
-        };
-      }
-      case KvmExitReason.KVM_EXIT_INTERNAL_ERROR: {
-        const sub = KvmInternalError[run.internal.suberror] ?? `suberror ${run.internal.suberror}`;
-        return {
-          status: ExitStatus.INTERNAL_ERROR,
-          how: 'internal error (KVM_EXIT_INTERNAL_ERROR)',
-          error: `internal error (KVM_EXIT_INTERNAL_ERROR, ${sub}) at RIP ${ripOf(vcpu)}${run.internalMessage ? `: ${run.internalMessage}` : ''}`,
-        };
-      }
-      case KvmExitReason.KVM_EXIT_SYSTEM_EVENT:
-        if (run.systemEvent.type === KvmSystemEventType.KVM_SYSTEM_EVENT_SHUTDOWN) {
-          return { status: ExitStatus.OK, how: 'guest powered off (KVM_EXIT_SYSTEM_EVENT shutdown)' };
-        }
-        if (run.systemEvent.type === KvmSystemEventType.KVM_SYSTEM_EVENT_RESET) {
-          return { status: ExitStatus.SHUTDOWN, how: 'guest reset (KVM_EXIT_SYSTEM_EVENT reset)', error: 'guest asked for a reset (KVM_EXIT_SYSTEM_EVENT); tsvisor does not reboot guests' };
-        }
-        return { status: ExitStatus.INTERNAL_ERROR, how: 'guest crashed (KVM_EXIT_SYSTEM_EVENT)', error: `guest reported a crash (KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type})` };
-      default: {
-        const name = exitReasonName(run.exitReason);
-        return { status: ExitStatus.INTERNAL_ERROR, how: `unhandled exit (${name})`, error: `unhandled exit ${name} at RIP ${ripOf(vcpu)}: this VMM has no handler for it yet` };
-      }
-    }
-  }
+function oneLine(text: string): string {
+  const i = text.indexOf('\n');
+  return i < 0 ? text : text.slice(0, i);
 }
 
-function timeout(error: string): Outcome {
-  return { status: ExitStatus.TIMEOUT, how: 'run stopped (timeout)', error };
-}
-
-function ripOf(vcpu: KvmVcpu): string {
-  try {
-    return hex64(vcpu.getRegs().rip);
-  } catch {
-    return '(unavailable)';
-  }
-}
-
-export function hex64(v: bigint): string {
-  return `0x${v.toString(16).padStart(16, '0')}`;
-}
-
-/** The report after the run, on stdout: how it ended, FS base via getMsr, exits by reason. */
-function report(io: CliIo, backend: ResolvedBackend, vcpu: KvmVcpu, outcome: Outcome, serialEndedLine: boolean): void {
-  const name = backend.info.name;
-  const lines: string[] = [];
-  if (!serialEndedLine) lines.push('');
-  const pkg = backend.packageName ? ` ${backend.packageName}${backend.version ? `@${backend.version}` : ''}` : '';
-  const auto = backend.autoReason ? `, auto: ${backend.autoReason}` : '';
-  lines.push(`--- tsvisor: ${outcome.how} on backend ${name} (${backend.info.vendor}${pkg}${auto})`);
-  lines.push(`instructions retired: ${vcpu.cpu.state.instructionsRetired}`);
-  let fsBase: string;
-  try {
-    // The seed's get_fsgsbase_from_vmcs, done the tsvisor way: KVM_GET_MSRS → kvm_x86_ops.getMsr,
-    // which the backend answers from its own control block (VMCS GUEST_FS_BASE, VMCB save.fs.base).
-    fsBase = hex64(vcpu.getMsr(MSR.FS_BASE));
-  } catch (e) {
-    fsBase = `unavailable (${(e as Error).message})`;
-  }
-  lines.push(`FS base (MSR 0x${MSR.FS_BASE.toString(16)}, read with ${name} getMsr): ${fsBase}`);
-  lines.push(...exitTable(name, vcpu.exitCounts));
-  io.stdout.write(lines.join('\n') + '\n');
-}
-
-/** The exits table: the backend's own exit-reason names, most frequent first. */
-export function exitTable(backendName: string, counts: ReadonlyMap<string, number>): string[] {
-  const rows = [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-  const total = rows.reduce((s, [, n]) => s + n, 0);
-  const width = Math.max(6, ...rows.map(([r]) => r.length));
-  const numWidth = Math.max(5, String(total).length);
-  const out = [`exits by reason (${backendName}):`];
-  out.push(`  ${'reason'.padEnd(width)}  ${'count'.padStart(numWidth)}`);
-  for (const [reason, n] of rows) out.push(`  ${reason.padEnd(width)}  ${String(n).padStart(numWidth)}`);
-  out.push(`  ${'total'.padEnd(width)}  ${String(total).padStart(numWidth)}`);
-  return out;
-}
-
-/** --dump-control-block: the backend module's optional `dumpControlBlock(vcpu)` export. */
-function dumpControlBlock(io: CliIo, backend: ResolvedBackend, vcpu: KvmVcpu): void {
+/** --dump-control-block: the backend module's optional `dumpControlBlock(vcpu)` export, per vCPU. */
+function controlBlockDumps(io: CliIo, backend: ResolvedBackend, vcpus: readonly KvmVcpu[]): string[] | null {
   const dump = backend.module.dumpControlBlock;
   if (typeof dump !== 'function') {
     io.stderr.write(`tsvisor: backend ${backend.info.name} has no control-block dump (its module exports no dumpControlBlock)\n`);
-    return;
+    return null;
   }
-  let text: unknown;
-  try {
-    text = (dump as (v: KvmVcpu) => unknown)(vcpu);
-  } catch (e) {
-    io.stderr.write(`tsvisor: ${backend.info.name} dumpControlBlock failed: ${(e as Error).message}\n`);
-    return;
+  const texts: string[] = [];
+  for (const vcpu of vcpus) {
+    let text: unknown;
+    try {
+      text = (dump as (v: KvmVcpu) => unknown)(vcpu);
+    } catch (e) {
+      io.stderr.write(`tsvisor: ${backend.info.name} dumpControlBlock failed: ${(e as Error).message}\n`);
+      return null;
+    }
+    if (text === undefined) continue; // it printed for itself
+    texts.push(typeof text === 'string' ? text
+      : Array.isArray(text) ? text.join('\n')
+      : JSON.stringify(text, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v), 2));
   }
-  if (text === undefined) return; // it printed for itself
-  const body = typeof text === 'string' ? text
-    : Array.isArray(text) ? text.join('\n')
-    : JSON.stringify(text, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v), 2);
-  io.stdout.write(`--- ${backend.info.name} control block\n${body}${body.endsWith('\n') ? '' : '\n'}`);
+  return texts;
 }
 
-/** The serial console's stdout, written in chunks (a write per guest byte would be slow). */
-class SerialOutput {
-  private buf = new Uint8Array(4096);
-  private len = 0;
-  private last = 0x0a;
-  private wrote = false;
-
-  constructor(private readonly io: CliIo) {}
-
-  push(byte: number): void {
-    this.buf[this.len++] = byte;
-    this.last = byte;
-    this.wrote = true;
-    if (this.len === this.buf.length) this.flush();
-  }
-
-  flush(): void {
-    if (this.len === 0) return;
-    this.io.stdout.write(Buffer.from(this.buf.subarray(0, this.len)));
-    this.len = 0;
-  }
-
-  /** True when the guest printed nothing or its last byte ended a line. */
-  get endsWithNewline(): boolean {
-    return !this.wrote || this.last === 0x0a;
-  }
-}
+export type { RunEnd };

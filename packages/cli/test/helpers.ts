@@ -21,6 +21,9 @@ export async function runCli(argv: string[], io: Partial<CliIo> = {}): Promise<C
     stdout: { write: (c) => (stdout += decode(c)) },
     stderr: { write: (c) => (stderr += decode(c)) },
     readCpuinfo: () => INTEL_CPUINFO,
+    // In-process runs neither read the test runner's stdin nor install a SIGINT handler in it.
+    readStdin: undefined,
+    onInterrupt: undefined,
     ...io,
   });
   return { status, stdout, stderr };

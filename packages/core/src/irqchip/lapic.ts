@@ -404,6 +404,7 @@ export class KvmLapic {
   /** kvm_lapic_reg_write. Returns false when the write is invalid (x2APIC: #GP). */
   writeRegister(off: number, val: number): boolean {
     val >>>= 0;
+    this.vcpu.kvm.trace('kvm_apic', this.vcpu, () => `apic_write 0x${off.toString(16)} = 0x${val.toString(16)}`);
     const x2 = this.x2apicMode;
     switch (off) {
       case APIC_ID:
@@ -523,6 +524,7 @@ export class KvmLapic {
     const align = offset & 0xf;
     let v = 0;
     if (align + len <= 4) v = this.readRegister(offset & 0xff0) ?? 0;
+    this.vcpu.kvm.trace('kvm_apic', this.vcpu, () => `apic_read 0x${(offset & 0xff0).toString(16)} = 0x${(v >>> 0).toString(16)}`);
     v = v >>> (align * 8);
     for (let i = 0; i < len; i++) data[i] = i < 4 ? (v >>> (8 * i)) & 0xff : 0;
   }
@@ -542,6 +544,7 @@ export class KvmLapic {
     if (off === APIC_ICR2 || off === APIC_DFR || off === APIC_ARBPRI) return undefined;
     const low = this.readRegister(off);
     if (low === undefined) return undefined;
+    this.vcpu.kvm.trace('kvm_apic', this.vcpu, () => `apic_read 0x${off.toString(16)} = 0x${low.toString(16)}`);
     if (off === APIC_ICR) return (BigInt(this.getReg(APIC_ICR2)) << 32n) | BigInt(low);
     return BigInt(low);
   }

@@ -20,3 +20,4 @@ export * from './devices/pci-testdev';
 export * from './devices/pc-testdev';
 export * from './loaders';
 export * from './machine';
+export * from './tracepoints';

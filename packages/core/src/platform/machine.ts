@@ -20,7 +20,7 @@ import { Kvm, TraceSink } from '../kvm/kvm';
 import { KvmExitReason, KvmInternalError, KvmSystemEventType, exitReasonName } from '../kvm/run';
 import { KvmMpState, KvmVcpu } from '../kvm/vcpu';
 import type { BackendClass } from '../ops/backend';
-import { KvmPlatformClock, PlatformClock, TimerClock, VirtualClock } from './clock';
+import { KvmPlatformClock, PlatformClock } from './clock';
 import { AcpiPm } from './devices/acpi-pm';
 import { DebugCon } from './devices/debugcon';
 import { DebugExit, qemuDebugExitStatus } from './devices/debug-exit';
@@ -46,6 +46,10 @@ import { IoPortBus } from './port-bus';
 
 export const DEFAULT_MEMORY = 256 * 2 ** 20;
 export const MIN_MEMORY = 2 * 2 ** 20;
+/** The most guest RAM a Machine takes (core's host-memory limit for one VM). */
+export const MAX_MEMORY = 64 * 2 ** 30;
+/** RAM above 4 GiB is split into memslots of at most this size (a typed array holds at most 4 GiB). */
+const HIGH_SLOT_SIZE = 2 * 2 ** 30;
 export const DEFAULT_SLICE = 10_000;
 export const DEFAULT_FLAT_LOAD_ADDR = 0x7c00;
 /** Where pci-testdev's BARs are put by the firmware (the guest may move them). */
@@ -56,8 +60,10 @@ export const PCI_TESTDEV_IO_BAR = 0xc000;
 export const DEFAULT_CAPTURE_LIMIT = 16 * 2 ** 20;
 
 /**
- * Exit statuses (those of `tsvisor run`). A debug-exit write ends with status = the value
- * written (issue 6); `qemuStatus` in the result carries QEMU's (value << 1) | 1.
+ * Exit statuses: those of `tsvisor run`, which adds 1 (a bug in tsvisor) and 2 (a user
+ * error) — one table, in docs/platform.md and packages/cli/README.md. A debug-exit write ends
+ * with status = the value written (issue 6; the CLI's process status is its low 8 bits);
+ * `qemuStatus` in the result carries QEMU's (value << 1) | 1.
  */
 export enum MachineExitStatus {
   OK = 0,
@@ -66,11 +72,19 @@ export enum MachineExitStatus {
   INTERNAL_ERROR = 5,
   TIMEOUT = 6,
   RESET = 7,
+  /** `interrupt()` (the CLI's Ctrl-C): 128 + SIGINT, as a shell reports a process killed by it. */
+  INTERRUPTED = 130,
 }
 
 export type MachineExitReason =
   | 'debug-exit' | 'halted' | 'poweroff' | 'reset' | 'triple-fault' | 'fail-entry'
-  | 'internal-error' | 'max-instructions' | 'timeout';
+  | 'internal-error' | 'max-instructions' | 'timeout' | 'interrupted';
+
+/**
+ * The row of the exit-time table that takes the time of a KVM_RUN during which the backend
+ * took no exit at all (the run ended because its time slice ran out).
+ */
+export const NO_EXIT = '(no exit: time slice)';
 
 export type GuestFormat = 'auto' | 'flat' | 'elf' | 'multiboot';
 
@@ -119,6 +133,11 @@ export interface MachineOptions {
   irqLine?: IrqLine;
   /** Cap on captured serial and debugcon bytes each. */
   captureLimit?: number;
+  /**
+   * Measure wall time per exit reason (--stats): performance.now() at each KVM_RUN return;
+   * the time of the KVM_RUN is charged to the backend exit that ended it (see VcpuStats.exitTimeMs).
+   */
+  exitTiming?: boolean;
 }
 
 export interface VcpuStats {
@@ -128,6 +147,13 @@ export interface VcpuStats {
   exits: Record<string, number>;
   /** Exits that reached this VMM, by KVM_EXIT_* name. */
   userspaceExits: Record<string, number>;
+  /**
+   * With `exitTiming`: wall ms by backend exit-reason name. Each KVM_RUN's time (guest execution
+   * and in-kernel exit handling) plus the VMM's handling of its userspace exit is charged to
+   * the last exit the backend took in it; a KVM_RUN with no exit goes to NO_EXIT. Empty
+   * without `exitTiming`.
+   */
+  exitTimeMs: Record<string, number>;
   mpState: string;
 }
 
@@ -136,7 +162,7 @@ export interface MachineResult {
   reason: MachineExitReason;
   /** One line saying how the run ended. */
   message: string;
-  /** Set when the guest wrote isa-debug-exit. */
+  /** Set when the guest wrote isa-debug-exit: the value written (up to 32 bits). */
   debugExitValue?: number;
   /** QEMU's exit status for that write: (value << 1) | 1. */
   qemuStatus?: number;
@@ -184,6 +210,8 @@ interface VcpuRunState {
   /** Without an in-kernel irqchip a halted vCPU, or an AP waiting for SIPI, never runs again. */
   parked: boolean;
   userspaceExits: Map<string, number>;
+  /** exitTiming: ms by backend exit name. */
+  exitTime: Map<string, number>;
 }
 
 export class Machine {
@@ -226,25 +254,33 @@ export class Machine {
     const mode = options.clock ?? 'virtual';
     this.kvm = Kvm.create({ backend: options.backend, container: options.container, clock: mode });
     try {
-      // RAM: slot 0 below the PCI hole, slot 1 from 4 GiB.
+      // RAM: slot 0 below the PCI hole, slots 1… from 4 GiB.
       const layout = ramLayout(memory);
-      const low = new Uint8Array(layout.belowFourG);
+      const low = allocRam(layout.belowFourG, memory);
       this.kvm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: BigInt(low.length), userspace: low });
       this.ram.add(0, low);
-      if (layout.aboveFourG) {
-        const high = new Uint8Array(layout.aboveFourG);
-        this.kvm.setUserMemoryRegion({ slot: 1, flags: 0, guestPhysAddr: BigInt(FOUR_GIB), memorySize: BigInt(high.length), userspace: high });
-        this.ram.add(FOUR_GIB, high);
+      for (let off = 0, slot = 1; off < layout.aboveFourG; off += HIGH_SLOT_SIZE, slot++) {
+        const high = allocRam(Math.min(HIGH_SLOT_SIZE, layout.aboveFourG - off), memory);
+        this.kvm.setUserMemoryRegion({ slot, flags: 0, guestPhysAddr: BigInt(FOUR_GIB + off), memorySize: BigInt(high.length), userspace: high });
+        this.ram.add(FOUR_GIB + off, high);
       }
 
       // KVM_CREATE_IRQCHIP before the vCPUs, as KVM requires.
       this.kvm.createIrqchip();
       this.irqchip = true;
-      this.irqLine = options.irqLine ?? { setIrq: (gsi: number, level: boolean) => void this.kvm.irqLine(gsi, level) };
+      this.irqLine = options.irqLine ?? {
+        setIrq: (gsi: number, level: boolean) => {
+          // KVM's kvm_set_irq tracepoint (virt/kvm/irqchip.c), for lines the VMM drives with KVM_IRQ_LINE.
+          const ctx = this.kvm.currentVcpu ?? this.kvm.vcpus[0];
+          if (ctx) this.kvm.trace('kvm_set_irq', ctx, () => `gsi ${gsi} level ${level ? 1 : 0} source 0`);
+          this.kvm.irqLine(gsi, level);
+        },
+      };
 
       for (let i = 0; i < smp; i++) {
         const vcpu = this.kvm.createVcpu(i);
-        this.vcpus.push({ vcpu, idle: false, parked: false, userspaceExits: new Map() });
+        setVcpuTopology(vcpu, smp);
+        this.vcpus.push({ vcpu, idle: false, parked: false, userspaceExits: new Map(), exitTime: new Map() });
       }
 
       // Guest time: the VM's clock (kvm.clock), whose timers fire in core's run loop.
@@ -363,7 +399,17 @@ export class Machine {
     if (!this.stop) this.stop = s;
   }
 
-  /** Run to the end, yielding to the event loop between rounds so a host can time out or interrupt. */
+  /** Exits the backend has taken on every vCPU (in-kernel and userspace ones). */
+  exits(): number {
+    let n = 0;
+    for (const s of this.vcpus) n += s.vcpu.exitTotal;
+    return n;
+  }
+
+  /**
+   * Run to the end, yielding to the event loop at least every 20 ms of wall time so the host
+   * stays responsive: a signal handler (Ctrl-C → `interrupt()`), timers, output streams.
+   */
   async run(): Promise<MachineResult> {
     const started = Date.now();
     let lastYield = started;
@@ -386,9 +432,9 @@ export class Machine {
     }
   }
 
-  /** Ask the run to stop (Ctrl-C): it ends with the timeout status after the current turn. */
+  /** Ask the run to stop (Ctrl-C): it ends after the current exit with reason 'interrupted', status 130. */
   interrupt(why = 'interrupted'): void {
-    this.requestStop({ reason: 'timeout', status: MachineExitStatus.TIMEOUT, message: why });
+    this.requestStop({ reason: 'interrupted', status: MachineExitStatus.INTERRUPTED, message: why });
   }
 
   /** One scheduler round over every vCPU; a result when the run is over. */
@@ -410,20 +456,12 @@ export class Machine {
       this.requestStop({ reason: 'timeout', status: MachineExitStatus.TIMEOUT, message: `stopped after ${o.timeoutMs} ms (timeout) and ${this.instructions()} instructions` });
       return this.finish(started);
     }
-    const runnable = this.vcpus.filter((s) => !s.parked && !s.idle);
-    if (runnable.length) {
-      this.idleRounds = 0;
-      return null;
-    }
-    // Every vCPU is halted. With the platform's own clock, time jumps to the next device timer.
-    if (this.clock instanceof TimerClock && this.irqchip) {
-      const fired = this.clock instanceof VirtualClock ? this.clock.skipToNextTimer() : this.waitHost(this.clock);
-      if (fired && (progressed || ++this.idleRounds < 10_000)) {
-        for (const s of this.vcpus) s.idle = false;
-        return null;
-      }
-    } else if (this.irqchip && progressed) {
-      // An idle vCPU may be woken by another vCPU's last instructions (IPI): try once more.
+    if (this.vcpus.some((s) => !s.parked && !s.idle)) return null;
+    // Every vCPU returned KVM_EXIT_HLT: core's in-kernel HLT found nothing that can wake it (a
+    // vCPU with an armed timer yields with KVM_EXIT_INTR instead, and kvm.clock skips idle time).
+    // One vCPU's last instructions may still have woken another after that one's turn (an IPI):
+    // go round once more before calling it done.
+    if (progressed) {
       for (const s of this.vcpus) s.idle = false;
       return null;
     }
@@ -431,31 +469,24 @@ export class Machine {
     return this.finish(started);
   }
 
-  private waitHost(c: TimerClock): boolean {
-    const d = c.nextDeadline();
-    if (d === Infinity) return false;
-    const until = Date.now() + Math.min(50, Math.max(0, (d - c.now()) / 1e6));
-    while (Date.now() < until) { /* a halted guest under the host clock: wait for the timer */ }
-    c.runDue();
-    return true;
-  }
-
   /** Run one vCPU for up to a slice of instructions, answering its exits. */
   private turn(s: VcpuRunState, started: number): void {
     const v = s.vcpu;
     const o = this.options;
+    const timing = o.exitTiming === true;
     const sliceEnd = v.cpu.state.instructionsRetired + this.slice;
+    let last = timing ? performance.now() : 0;
     s.idle = false;
     for (let exits = 0; ; exits++) {
       let budget = sliceEnd - v.cpu.state.instructionsRetired;
       if (budget <= 0) return;
-      if (this.clock instanceof VirtualClock) budget = Math.min(budget, this.clock.instructionsUntilNextTimer());
       if (o.maxInstructions !== undefined) {
         const left = o.maxInstructions - this.instructions();
         if (left <= 0) return;
         budget = Math.min(budget, left);
       }
       v.runBudget = Math.max(1, budget);
+      const exitsBefore = v.exitTotal;
       let run;
       try {
         run = v.runVcpu();
@@ -465,61 +496,67 @@ export class Machine {
       }
       const name = exitReasonName(run.exitReason);
       s.userspaceExits.set(name, (s.userspaceExits.get(name) ?? 0) + 1);
-      switch (run.exitReason) {
-        case KvmExitReason.KVM_EXIT_IO:
-          this.ports.handleExit(run);
-          break;
-        case KvmExitReason.KVM_EXIT_MMIO:
-          this.mmio.handleExit(run);
-          break;
-        case KvmExitReason.KVM_EXIT_INTR:
-          // The slice ran out, or a blocked vCPU yields so others can run (wait for SIPI, a timer).
-          this.afterExit();
-          return;
-        case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
-          break;
-        case KvmExitReason.KVM_EXIT_HLT:
-          s.idle = true;
-          if (!this.irqchip) s.parked = true; // HLT was skipped and nothing can interrupt it
-          this.afterExit();
-          return;
-        case KvmExitReason.KVM_EXIT_SHUTDOWN:
-          this.requestStop({ reason: 'triple-fault', status: MachineExitStatus.TRIPLE_FAULT, message: `vCPU ${v.vcpuId}: triple fault (KVM_EXIT_SHUTDOWN) at RIP ${rip(v)}` });
-          return;
-        case KvmExitReason.KVM_EXIT_FAIL_ENTRY:
-          this.requestStop({
-            reason: 'fail-entry', status: MachineExitStatus.FAIL_ENTRY,
-            message: `vCPU ${v.vcpuId}: VM entry failed (KVM_EXIT_FAIL_ENTRY, reason 0x${run.failEntry.hardwareEntryFailureReason.toString(16)})${run.internalMessage ? `: ${run.internalMessage}` : ''}`,
-          });
-          return;
-        case KvmExitReason.KVM_EXIT_INTERNAL_ERROR:
-          this.requestStop({
-            reason: 'internal-error', status: MachineExitStatus.INTERNAL_ERROR,
-            message: `vCPU ${v.vcpuId}: internal error (${KvmInternalError[run.internal.suberror] ?? run.internal.suberror}) at RIP ${rip(v)}${run.internalMessage ? `: ${run.internalMessage}` : ''}`,
-          });
-          return;
-        case KvmExitReason.KVM_EXIT_SYSTEM_EVENT:
-          if (run.systemEvent.type === KvmSystemEventType.KVM_SYSTEM_EVENT_RESET) {
-            this.requestStop({ reason: 'reset', status: MachineExitStatus.RESET, message: `vCPU ${v.vcpuId}: guest requested a reset (KVM_EXIT_SYSTEM_EVENT)` });
-          } else if (run.systemEvent.type === KvmSystemEventType.KVM_SYSTEM_EVENT_SHUTDOWN) {
-            this.requestStop({ reason: 'poweroff', status: MachineExitStatus.OK, message: `vCPU ${v.vcpuId}: guest powered off (KVM_EXIT_SYSTEM_EVENT)` });
-          } else {
-            this.requestStop({ reason: 'internal-error', status: MachineExitStatus.INTERNAL_ERROR, message: `vCPU ${v.vcpuId}: guest crashed (KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type})` });
-          }
-          return;
-        default:
-          this.requestStop({ reason: 'internal-error', status: MachineExitStatus.INTERNAL_ERROR, message: `vCPU ${v.vcpuId}: unhandled exit ${name} at RIP ${rip(v)}` });
-          return;
+      this.kvm.trace('kvm_userspace_exit', v, () => `reason ${name} (${run.exitReason})`);
+      const done = this.handleUserspaceExit(s, run);
+      if (timing) {
+        const now = performance.now();
+        const charged = v.exitTotal !== exitsBefore ? v.lastExit : NO_EXIT;
+        s.exitTime.set(charged, (s.exitTime.get(charged) ?? 0) + (now - last));
+        last = now;
       }
-      this.afterExit();
-      if (this.stop) return;
+      if (done || this.stop) return;
       // A guest flooding exits still sees the wall-clock timeout.
       if (o.timeoutMs !== undefined && (exits & 0x3ff) === 0x3ff && Date.now() - started >= o.timeoutMs) return;
     }
   }
 
-  private afterExit(): void {
-    if (this.clock instanceof TimerClock) this.clock.runDue();
+  /** Answer one KVM_RUN return; true when this vCPU's turn is over. */
+  private handleUserspaceExit(s: VcpuRunState, run: KvmVcpu['run']): boolean {
+    const v = s.vcpu;
+    switch (run.exitReason) {
+      case KvmExitReason.KVM_EXIT_IO:
+        this.ports.handleExit(run);
+        return false;
+      case KvmExitReason.KVM_EXIT_MMIO:
+        this.mmio.handleExit(run);
+        return false;
+      case KvmExitReason.KVM_EXIT_IRQ_WINDOW_OPEN:
+        return false;
+      case KvmExitReason.KVM_EXIT_INTR:
+        // The slice ran out, or a blocked vCPU yields so others can run (wait for SIPI, a timer).
+        return true;
+      case KvmExitReason.KVM_EXIT_HLT:
+        s.idle = true;
+        if (!this.irqchip) s.parked = true; // HLT was skipped and nothing can interrupt it
+        return true;
+      case KvmExitReason.KVM_EXIT_SHUTDOWN:
+        this.requestStop({ reason: 'triple-fault', status: MachineExitStatus.TRIPLE_FAULT, message: `vCPU ${v.vcpuId}: triple fault (KVM_EXIT_SHUTDOWN) at RIP ${rip(v)}` });
+        return true;
+      case KvmExitReason.KVM_EXIT_FAIL_ENTRY:
+        this.requestStop({
+          reason: 'fail-entry', status: MachineExitStatus.FAIL_ENTRY,
+          message: `vCPU ${v.vcpuId}: VM entry failed (KVM_EXIT_FAIL_ENTRY, reason 0x${run.failEntry.hardwareEntryFailureReason.toString(16)})${run.internalMessage ? `: ${firstLine(run.internalMessage)}` : ''}`,
+        });
+        return true;
+      case KvmExitReason.KVM_EXIT_INTERNAL_ERROR:
+        this.requestStop({
+          reason: 'internal-error', status: MachineExitStatus.INTERNAL_ERROR,
+          message: `vCPU ${v.vcpuId}: internal error (${KvmInternalError[run.internal.suberror] ?? run.internal.suberror}) at RIP ${rip(v)}${run.internalMessage ? `: ${firstLine(run.internalMessage)}` : ''}`,
+        });
+        return true;
+      case KvmExitReason.KVM_EXIT_SYSTEM_EVENT:
+        if (run.systemEvent.type === KvmSystemEventType.KVM_SYSTEM_EVENT_RESET) {
+          this.requestStop({ reason: 'reset', status: MachineExitStatus.RESET, message: `vCPU ${v.vcpuId}: guest requested a reset (KVM_EXIT_SYSTEM_EVENT)` });
+        } else if (run.systemEvent.type === KvmSystemEventType.KVM_SYSTEM_EVENT_SHUTDOWN) {
+          this.requestStop({ reason: 'poweroff', status: MachineExitStatus.OK, message: `vCPU ${v.vcpuId}: guest powered off (KVM_EXIT_SYSTEM_EVENT)` });
+        } else {
+          this.requestStop({ reason: 'internal-error', status: MachineExitStatus.INTERNAL_ERROR, message: `vCPU ${v.vcpuId}: guest crashed (KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type})` });
+        }
+        return true;
+      default:
+        this.requestStop({ reason: 'internal-error', status: MachineExitStatus.INTERNAL_ERROR, message: `vCPU ${v.vcpuId}: unhandled exit ${exitReasonName(run.exitReason)} at RIP ${rip(v)}` });
+        return true;
+    }
   }
 
   private finish(started: number): MachineResult {
@@ -539,6 +576,7 @@ export class Machine {
         instructions: x.vcpu.cpu.state.instructionsRetired,
         exits: Object.fromEntries(x.vcpu.exitCounts),
         userspaceExits: Object.fromEntries(x.userspaceExits),
+        exitTimeMs: Object.fromEntries(x.exitTime),
         mpState: KvmMpState[x.vcpu.getMpState()] ?? String(x.vcpu.getMpState()),
       })),
     };
@@ -548,6 +586,39 @@ export class Machine {
     if (this.destroyed) return;
     this.destroyed = true;
     this.kvm.destroy();
+  }
+}
+
+/**
+ * KVM_SET_CPUID2 with this vCPU's identity, as QEMU does for each vCPU: KVM_GET_SUPPORTED_CPUID
+ * leaves the APIC ids to userspace. Leaf 1 EBX[31:24] = initial APIC id (= vCPU id, as in the
+ * MADT), EBX[23:16] = logical processors; leaves 0xB/0x1F EDX = x2APIC id.
+ */
+function setVcpuTopology(vcpu: KvmVcpu, smp: number): void {
+  const entries = vcpu.getCpuid2();
+  for (const e of entries) {
+    if (e.function === 1) {
+      e.ebx = ((e.ebx & 0x0000ffff) | ((Math.min(smp, 255) & 0xff) << 16) | ((vcpu.vcpuId & 0xff) << 24)) >>> 0;
+      if (smp > 1) e.edx = (e.edx | (1 << 28)) >>> 0; // HTT: the EBX[23:16] count is valid
+    } else if (e.function === 0xb || e.function === 0x1f) {
+      e.edx = vcpu.vcpuId >>> 0;
+    }
+  }
+  vcpu.setCpuid2(entries);
+}
+
+/** The backends append a full control-block dump to their messages: the result's message is one line. */
+function firstLine(text: string): string {
+  const i = text.indexOf('\n');
+  return i < 0 ? text : text.slice(0, i);
+}
+
+/** Guest RAM, or a MachineConfigError saying this host cannot give that much. */
+function allocRam(bytes: number, total: number): Uint8Array {
+  try {
+    return new Uint8Array(bytes);
+  } catch (e) {
+    throw new MachineConfigError(`memory: cannot allocate ${total} bytes of guest RAM on this host (${(e as Error).message})`);
   }
 }
 
@@ -565,6 +636,7 @@ function validate(o: MachineOptions, memory: number, smp: number): void {
   if (!Number.isSafeInteger(memory) || memory <= 0) throw new MachineConfigError(`memory: ${String(memory)} is not a positive number of bytes`);
   if (memory % 4096) throw new MachineConfigError(`memory: ${memory} bytes is not a multiple of 4 KiB`);
   if (memory < MIN_MEMORY) throw new MachineConfigError(`memory: ${memory} bytes is below the minimum of 2 MiB (the BIOS area and a kernel at 1 MiB need it)`);
+  if (memory > MAX_MEMORY) throw new MachineConfigError(`memory: ${memory} bytes is above the maximum of 64 GiB`);
   if (!Number.isInteger(smp) || smp < 1 || smp > 255) throw new MachineConfigError(`smp: ${String(smp)} is not a vCPU count in 1..255 (xAPIC ids are 8 bits)`);
   if (o.mode !== undefined && !START_MODES.includes(o.mode)) throw new MachineConfigError(`mode: '${String(o.mode)}' is not one of ${START_MODES.join(', ')}`);
   if (o.format !== undefined && !['auto', 'flat', 'elf', 'multiboot'].includes(o.format)) throw new MachineConfigError(`format: '${String(o.format)}' is not auto, flat, elf or multiboot`);
