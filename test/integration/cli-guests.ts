@@ -2,40 +2,23 @@
  * Multiboot kernels built with the testkit for the CLI's end-to-end tests (cli-*.test.ts),
  * and a way to run `tsvisor` in-process on them.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import * as os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { main, CliIo } from '@tsvisor/cli';
+import type { CliIo } from '@tsvisor/cli';
+import { Captured, runCli, tempDir } from '../../packages/cli/test/helpers';
 import {
   Assembler, al, ax, bl, ds, dx, eax, ebx, ecx, edi, esi, esp, byte, dword,
   buildMultibootKernel, haltLoop, serialPrint, serialPrintString,
 } from '@tsvisor/testkit';
 
-export interface Captured {
-  status: number;
-  stdout: string;
-  stderr: string;
+export type { Captured };
+
+/** `tsvisor ARGV` in-process, output captured (the CLI package's test runner, no host cpuinfo). */
+export function tsvisor(argv: string[], io: Partial<CliIo> = {}): Promise<Captured> {
+  return runCli(argv, { readCpuinfo: () => null, ...io });
 }
 
-/** `tsvisor ARGV` in-process, output captured; `--backend` defaults to what the test passes. */
-export async function tsvisor(argv: string[], io: Partial<CliIo> = {}): Promise<Captured> {
-  let stdout = '';
-  let stderr = '';
-  const decode = (c: string | Uint8Array) => (typeof c === 'string' ? c : Buffer.from(c).toString('latin1'));
-  const status = await main(argv, {
-    stdout: { write: (c) => (stdout += decode(c)) },
-    stderr: { write: (c) => (stderr += decode(c)) },
-    readCpuinfo: () => null,
-    readStdin: undefined,
-    onInterrupt: undefined,
-    ...io,
-  });
-  return { status, stdout, stderr };
-}
-
-export function tempDir(): string {
-  return mkdtempSync(path.join(os.tmpdir(), 'tsvisor-cli-'));
-}
+export { tempDir };
 
 export function writeTemp(bytes: Uint8Array | string, name = 'kernel.bin'): string {
   const file = path.join(tempDir(), name);

@@ -172,6 +172,35 @@ export function kvmEmulateRdmsr(vcpu: KvmVcpu): number {
   return vcpu.kvm.skipEmulatedInstruction(vcpu);
 }
 
+/** Linear-address width for canonical checks: 57 with CR4.LA57, else 48 (SDM 3.3.7.1). */
+export function vcpuVirtAddrBits(vcpu: KvmVcpu): number {
+  return vcpu.readCr4() & (1n << 12n) ? 57 : 48;
+}
+
+export function isCanonical(v: bigint, bits: number): boolean {
+  return BigInt.asIntN(64, v) === BigInt.asIntN(bits, v);
+}
+
+/** MSRs holding linear addresses that must be canonical (__kvm_set_msr). */
+const CANONICAL_MSRS = new Set<number>([MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE, MSR.CSTAR, MSR.LSTAR]);
+
+/**
+ * __kvm_set_msr: the checks every vendor shares, then the vendor hook. Address-holding MSRs
+ * must be canonical (#GP for the guest, an error for userspace); SYSENTER_EIP/ESP are
+ * canonicalized instead, as KVM does (AMD ignores their upper half). Returns 0, or 1 with
+ * `why` naming a generic refusal ('' when the vendor refused).
+ */
+export function kvmSetMsr(vcpu: KvmVcpu, msr: MsrData): { r: number; why: string } {
+  const bits = vcpuVirtAddrBits(vcpu);
+  if (CANONICAL_MSRS.has(msr.index) && !isCanonical(msr.data, bits)) {
+    return { r: 1, why: `value 0x${msr.data.toString(16)} is not a canonical ${bits}-bit address` };
+  }
+  if (msr.index === MSR.IA32_SYSENTER_EIP || msr.index === MSR.IA32_SYSENTER_ESP) {
+    msr.data = BigInt.asUintN(64, BigInt.asIntN(bits, msr.data));
+  }
+  return { r: vcpu.kvm.ops.setMsr(vcpu, msr), why: '' };
+}
+
 /** kvm_emulate_wrmsr. */
 export function kvmEmulateWrmsr(vcpu: KvmVcpu): number {
   const ecx = Number(vcpu.registerRead(KvmReg.RCX) & 0xffffffffn);
@@ -179,7 +208,7 @@ export function kvmEmulateWrmsr(vcpu: KvmVcpu): number {
   const msr: MsrData = { hostInitiated: false, index: ecx, data };
   vcpu.kvm.stats.msrWrites++;
   vcpu.kvm.trace('kvm_msr', vcpu, `msr_write ${ecx.toString(16)} = 0x${data.toString(16)}`);
-  if (vcpu.kvm.ops.setMsr(vcpu, msr) !== 0) {
+  if (kvmSetMsr(vcpu, msr).r !== 0) {
     vcpu.kvm.queueException(vcpu, X86Vector.GP, 0);
     return 1;
   }

@@ -4,6 +4,7 @@ import type { Kvm } from './kvm';
 import { KvmError } from './errors';
 import { KvmRun } from './run';
 import { KvmCpuidEntry2 } from './cpuid';
+import { kvmSetMsr } from './msr';
 
 /** struct kvm_regs. */
 export interface KvmRegs {
@@ -296,7 +297,9 @@ export class KvmVcpu {
         throw new KvmError('EINVAL', `KVM_SET_MSRS: MSR 0x${(e.index >>> 0).toString(16)} data must be a bigint in [0, 2^64)`);
       }
       const m: MsrData = { hostInitiated: true, index: e.index >>> 0, data: e.data };
-      if (this.kvm.ops.setMsr(this, m) !== 0) break;
+      const { r, why } = kvmSetMsr(this, m);
+      if (why) throw new KvmError('EINVAL', `KVM_SET_MSRS: MSR 0x${m.index.toString(16)} ${why}`);
+      if (r !== 0) break;
       n++;
     }
     return n;

@@ -82,3 +82,17 @@ describe('KVM API misuse gets a typed error naming the problem', () => {
     expect(() => kvm.createVcpu(0)).toThrow(/destroyed/);
   });
 });
+
+describe('non-canonical addresses in MSRs', () => {
+  it('KVM_SET_MSRS refuses a non-canonical FS_BASE/LSTAR with EINVAL naming it, and canonicalizes SYSENTER_EIP', () => {
+    const kvm = vm();
+    const v = kvm.createVcpu(0);
+    expect(() => v.setMsr(0xc0000100, 0x0000_8000_0000_0000n)).toThrow(/KVM_SET_MSRS: MSR 0xc0000100 value 0x800000000000 is not a canonical 48-bit address/);
+    expect(() => v.setMsr(0xc0000082, 0x1234_0000_0000_0000n)).toThrow(/not a canonical 48-bit address/);
+    const seen: bigint[] = [];
+    (kvm.ops as unknown as { setMsr: (vc: unknown, m: { index: number; data: bigint }) => number }).setMsr = (_vc, m) => { seen.push(m.data); return 0; };
+    v.setMsr(0xc0000100, 0xffff_8000_0000_1000n); // canonical: accepted
+    v.setMsr(0x176, 0x0000_8000_0000_1000n); // SYSENTER_EIP: sign-extended from bit 47
+    expect(seen).toEqual([0xffff_8000_0000_1000n, 0xffff_8000_0000_1000n]);
+  });
+});
