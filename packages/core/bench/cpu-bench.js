@@ -1,13 +1,20 @@
 #!/usr/bin/env node
 /**
- * Processor benchmark: a CPU-bound guest (sieve of Eratosthenes over a 128 KiB byte array,
- * then a 64-bit xorshift loop; 4 rounds) in 32-bit protected mode and in 64-bit long mode.
- * Runs straight from the TypeScript sources (transpiled on load). Prints one JSON line per
- * workload: {workload, instructions, seconds, mips}.
- *   node packages/core/bench/cpu-bench.js [--rounds N]
+ * Processor benchmark: the CPU-bound guests of @tsvisor/testkit (guests/bench.ts: a sieve of
+ * Eratosthenes over a 128 KiB byte array, `sieveRounds` times, then a 64-bit xorshift loop),
+ * booted from real mode into 32-bit protected mode and into 64-bit long mode, run on the bare
+ * processor (no VMM) in each execution tier. The guest reports its checksums on port 0x504;
+ * they are checked against cpuBenchExpected.
+ *
+ * Runs straight from the TypeScript sources (transpiled on load, no type check). Prints one JSON
+ * line per workload and tier:
+ *   {workload, tier, instructions, seconds, mips, compiledShare, blocksCompiled, loadavg}
+ *
+ *   node packages/core/bench/cpu-bench.js [--rounds N] [--iters N] [--tier interpreter|jit] [--repeat N]
  */
 'use strict';
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const ts = require('typescript');
 
@@ -22,65 +29,87 @@ require.extensions['.ts'] = (module, filename) => {
 };
 
 const src = path.join(__dirname, '..', 'src');
+const testkit = path.join(__dirname, '..', '..', 'testkit', 'src');
 const { HostMemory } = require(path.join(src, 'mmu', 'host-memory.ts'));
 const { X86Cpu } = require(path.join(src, 'cpu', 'x86-cpu.ts'));
 const { InterceptInsn, GuestExitKind } = require(path.join(src, 'cpu', 'guest-mode.ts'));
+const { buildCpuBench32, buildCpuBench64, cpuBenchExpected, BENCH_RESULT_PORT } = require(path.join(testkit, 'guests', 'bench.ts'));
 
-const hex = (s) => Uint8Array.from(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
-// See the listings in test/cpu/bench-guest notes: same program for both modes (assembled with GNU as).
-const CODE64 = hex(`41 bf 04 00 00 00 48 c7 c7 00 00 10 00 b9 00 00 02 00 c6 44 0f ff 01 ff c9 75 f7 bb 02 00 00 00 89 d8 0f af c3 3d 00 00 02 00 73 17 80 3c 1f 00 74 0d c6 04 07 00 01 d8 3d 00 00 02 00 72 f3 ff c3 eb dd 48 b8 15 7c 4a 7f b9 79 37 9e b9 e0 93 04 00 48 89 c2 48 c1 e2 0d 48 31 d0 48 89 c2 48 c1 ea 07 48 31 d0 48 89 c2 48 c1 e2 11 48 31 d0 ff c9 75 de 41 ff cf 75 8d f4`);
-const CODE32 = hex(`bd 04 00 00 00 bf 00 00 10 00 b9 00 00 02 00 c6 44 0f ff 01 49 75 f8 bb 02 00 00 00 89 d8 0f af c3 3d 00 00 02 00 73 16 80 3c 1f 00 74 0d c6 04 07 00 01 d8 3d 00 00 02 00 72 f3 43 eb de b8 15 7c 4a 7f ba b9 79 37 9e b9 e0 93 04 00 89 c6 89 d7 0f a4 f7 0d c1 e6 0d 31 f0 31 fa 89 c6 89 d7 0f ac fe 07 c1 ef 07 31 f0 31 fa 89 c6 89 d7 0f a4 f7 11 c1 e6 11 31 f0 31 fa 49 75 d0 4d 75 85 f4`);
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : dflt;
+}
 
 function rules() {
   return {
-    insn: new Uint8Array(InterceptInsn.COUNT), exceptionExits: () => true, ioExits: () => true, msrExits: () => true,
+    insn: new Uint8Array(InterceptInsn.COUNT), exceptionExits: () => true, ioExits: () => false, msrExits: () => false,
     crWriteExits: () => false, crReadExits: () => false, crReadValue: (_c, v) => v, drExits: () => false,
     irqWindowExiting: false, nmiWindowExiting: false, shutdownExits: true, tdp: null, tlbTag: 0,
     monitorTrapFlag: false, preemptionDeadlineTsc: -1n,
   };
 }
 
-function setup(bits, rounds) {
+/** A processor with 4 MiB of RAM and the guest image loaded, in real mode at the image's CS:IP. */
+function setup(image, tier) {
   const host = new HostMemory();
   const ram = new Uint8Array(4 << 20);
   const base = host.map(ram, 'ram');
-  const cpu = new X86Cpu(host, { gpaToHpa: (g) => (g < ram.length ? base + g : -1) }, { vendor: 'intel' });
-  const dv = new DataView(ram.buffer);
-  const gdt = [0n, 0x00cf9b000000ffffn, 0x00cf93000000ffffn, 0x00af9b000000ffffn];
-  gdt.forEach((d, i) => dv.setBigUint64(0x500 + i * 8, d, true));
-  const code = bits === 64 ? CODE64 : CODE32;
-  ram.set(code, 0x1000);
-  // Patch the round count (imm32 of the first instruction).
-  dv.setUint32(0x1000 + (bits === 64 ? 2 : 1), rounds, true);
+  const cpu = new X86Cpu(host, { gpaToHpa: (g) => (g >= 0 && g < ram.length ? base + g : -1) }, { vendor: 'intel', tier });
+  ram.set(image.image, image.loadAddress);
   const s = cpu.state;
-  s.cr0 = 0x60000011n; s.gdtrBase = 0x500n; s.gdtrLimit = 0x1f;
-  for (let i = 0; i < 6; i++) { s.segSel[i] = 0x10; s.segBaseLo[i] = 0; s.segLimit[i] = 0xffffffff; s.segAttr[i] = 0xc093; }
-  s.segSel[1] = 0x08; s.segAttr[1] = 0xc09b;
-  if (bits === 64) {
-    dv.setBigUint64(0x10000, 0x11003n, true); dv.setBigUint64(0x11000, 0x12003n, true);
-    dv.setBigUint64(0x12000, 0x83n, true); dv.setBigUint64(0x12008, 0x200083n, true);
-    s.cr3 = 0x10000n; s.cr4 = 0x20n; s.efer = 0x500n; s.cr0 = 0xe0000011n;
-    s.segSel[1] = 0x18; s.segAttr[1] = 0xa09b;
-  }
-  s.rip = 0x1000n;
-  s.gprLo[4] = 0x7000;
-  return cpu;
+  s.segSel[1] = image.cs; s.segBaseLo[1] = image.cs * 16;
+  s.rip = BigInt(image.ip);
+  const results = [];
+  cpu.ports = {
+    in: (_p, size) => (size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff),
+    out: (port, _size, value) => { if (port === BENCH_RESULT_PORT) results.push(value >>> 0); },
+  };
+  return { cpu, results };
 }
 
-function run(bits, rounds) {
-  const cpu = setup(bits, rounds);
+function run(bits, tier, opts) {
+  const image = bits === 64 ? buildCpuBench64(opts) : buildCpuBench32(opts);
+  const { cpu, results } = setup(image, tier);
   const r = rules();
   const t0 = process.hrtime.bigint();
   let kind;
   do { kind = cpu.runGuest(r, 50_000_000); } while (kind === GuestExitKind.BUDGET);
   const t1 = process.hrtime.bigint();
-  if (kind !== GuestExitKind.HALTED) throw new Error(`bench ${bits}: unexpected exit ${GuestExitKind[kind]} at ${cpu.state.rip.toString(16)} ${cpu.hostError ?? ''}`);
+  if (kind !== GuestExitKind.HALTED) {
+    throw new Error(`bench ${bits}/${tier}: unexpected exit ${GuestExitKind[kind]} at ${cpu.state.rip.toString(16)} ${cpu.hostError ?? ''}`);
+  }
+  const want = cpuBenchExpected(opts);
+  if (results.length !== 2 || results[0] !== want[0] || results[1] !== want[1]) {
+    throw new Error(`bench ${bits}/${tier}: wrong results ${JSON.stringify(results)}, expected ${JSON.stringify(want)}`);
+  }
   const secs = Number(t1 - t0) / 1e9;
   const n = cpu.state.instructionsRetired;
-  return { workload: `sieve128k+xorshift64 ${bits}-bit`, instructions: n, seconds: +secs.toFixed(4), mips: +(n / secs / 1e6).toFixed(1) };
+  const st = cpu.stats;
+  return {
+    workload: `sieve128k+xorshift64 ${bits}-bit`,
+    tier,
+    instructions: n,
+    seconds: +secs.toFixed(4),
+    mips: +(n / secs / 1e6).toFixed(1),
+    compiledShare: +(st.compiledInstructions / Math.max(1, n)).toFixed(3),
+    blocksCompiled: st.blocksCompiled,
+    loadavg: +os.loadavg()[0].toFixed(2),
+  };
 }
 
-const ri = process.argv.indexOf('--rounds');
-const rounds = ri > 0 ? Number(process.argv[ri + 1]) : 4;
-run(32, 1); run(64, 1); // warm-up (translation and JIT)
-for (const bits of [32, 64]) console.log(JSON.stringify(run(bits, rounds)));
+const opts = { sieveRounds: Number(arg('--rounds', 4)), xorshiftIterations: Number(arg('--iters', 1_000_000)) };
+const tiers = arg('--tier', null) ? [arg('--tier')] : ['interpreter', 'jit'];
+const repeat = Number(arg('--repeat', 1));
+for (const tier of tiers) {
+  // Warm-up: translation, compilation and V8's own tiers.
+  run(32, tier, { sieveRounds: 1, xorshiftIterations: 200_000 });
+  run(64, tier, { sieveRounds: 1, xorshiftIterations: 200_000 });
+  for (const bits of [32, 64]) {
+    let best = null;
+    for (let i = 0; i < repeat; i++) {
+      const r = run(bits, tier, opts);
+      if (best === null || r.mips > best.mips) best = r;
+    }
+    console.log(JSON.stringify(best));
+  }
+}

@@ -22,6 +22,10 @@ export class Block {
   c2: Block | null = null;
   /** Bytes of the page the block covers (from its first byte). */
   bytes = 0;
+  /** Whole-block executions by the interpreter (the JIT tier compiles at JIT_THRESHOLD). */
+  heat = 0;
+  /** The compiled form (jit.ts), null until compiled or when not compilable. */
+  jit: ((c: X86Cpu, max: number) => number) | null = null;
   constructor(readonly ops: Op[], readonly n: number, readonly cacheable: boolean) {}
 }
 

@@ -880,36 +880,82 @@ export function opDiv(c: X86Cpu, o: Op): number {
       r[0] = q | 0; r[2] = (a - q * d) | 0; c.rh[0] = 0; c.rh[2] = 0;
       return 0;
     }
-    // 64/32 division: BigInt is exact and this path is rare (documented exception to the hot-path rule).
-    const a = (BigInt(r[2] >>> 0) << 32n) | BigInt(r[0] >>> 0);
-    let q: bigint, m: bigint;
+    // 64/32 division in 32-bit limbs (no BigInt): |EDX:EAX| / |src|, then the signs.
+    let n0 = r[0] >>> 0, n1 = r[2] >>> 0;
+    let d = b >>> 0;
+    const negN = signed && (n1 >>> 31) !== 0, negD = signed && (b | 0) < 0;
+    if (negN) { n0 = (-n0) >>> 0; n1 = (~n1 + (n0 === 0 ? 1 : 0)) >>> 0; }
+    if (negD) d = (-d) >>> 0;
+    const w = c.m128;
+    if (!udiv128(w, n0, n1, 0, 0, d, 0) || w[1] !== 0) return c.raise(DE, 0, false);
+    let q = w[0], m = w[2];
     if (signed) {
-      const x = BigInt.asIntN(64, a), y = BigInt(b | 0);
-      q = x / y; m = x % y;
-      if (q > 0x7fffffffn || q < -0x80000000n) return c.raise(DE, 0, false);
-    } else {
-      const y = BigInt(b >>> 0);
-      q = a / y; m = a % y;
-      if (q > 0xffffffffn) return c.raise(DE, 0, false);
+      if (negN !== negD ? q > 0x80000000 : q > 0x7fffffff) return c.raise(DE, 0, false);
+      if (negN !== negD) q = -q;
+      if (negN) m = -m;
     }
-    r[0] = Number(BigInt.asIntN(32, q)); r[2] = Number(BigInt.asIntN(32, m)); c.rh[0] = 0; c.rh[2] = 0;
+    r[0] = q | 0; r[2] = m | 0; c.rh[0] = 0; c.rh[2] = 0;
     return 0;
   }
   if ((b | bh) === 0) return c.raise(DE, 0, false);
-  const a = (BigInt(c.rh[2] >>> 0) << 96n) | (BigInt(r[2] >>> 0) << 64n) | (BigInt(c.rh[0] >>> 0) << 32n) | BigInt(r[0] >>> 0);
-  const d = (BigInt(bh >>> 0) << 32n) | BigInt(b >>> 0);
-  let q: bigint, m: bigint;
-  if (signed) {
-    const x = BigInt.asIntN(128, a), y = BigInt.asIntN(64, d);
-    q = x / y; m = x % y;
-    if (q > 0x7fffffffffffffffn || q < -0x8000000000000000n) return c.raise(DE, 0, false);
-  } else {
-    q = a / d; m = a % d;
-    if (q > 0xffffffffffffffffn) return c.raise(DE, 0, false);
+  // 128/64 division in 32-bit limbs (no BigInt): |RDX:RAX| / |src|, then the signs.
+  let n0 = r[0] >>> 0, n1 = c.rh[0] >>> 0, n2 = r[2] >>> 0, n3 = c.rh[2] >>> 0;
+  let d0 = b >>> 0, d1 = bh >>> 0;
+  const negN = signed && (n3 >>> 31) !== 0, negD = signed && bh < 0;
+  if (negN) {
+    // two's complement of the 128-bit dividend
+    n0 = (~n0) >>> 0; n1 = (~n1) >>> 0; n2 = (~n2) >>> 0; n3 = (~n3) >>> 0;
+    n0 = (n0 + 1) >>> 0;
+    if (n0 === 0) { n1 = (n1 + 1) >>> 0; if (n1 === 0) { n2 = (n2 + 1) >>> 0; if (n2 === 0) n3 = (n3 + 1) >>> 0; } }
   }
-  r[0] = Number(BigInt.asIntN(32, q)); c.rh[0] = Number(BigInt.asIntN(32, q >> 32n));
-  r[2] = Number(BigInt.asIntN(32, m)); c.rh[2] = Number(BigInt.asIntN(32, m >> 32n));
+  if (negD) { d0 = (~d0 + 1) >>> 0; d1 = (~d1 + (d0 === 0 ? 1 : 0)) >>> 0; }
+  const w = c.m128;
+  if (!udiv128(w, n0, n1, n2, n3, d0, d1)) return c.raise(DE, 0, false);
+  let ql = w[0], qh = w[1], ml = w[2], mh = w[3];
+  if (signed) {
+    // |q| <= 2^63 when the signs differ, < 2^63 otherwise.
+    const neg = negN !== negD;
+    if (qh > 0x80000000 || (qh === 0x80000000 && (!neg || ql !== 0))) return c.raise(DE, 0, false);
+    if (neg) { ql = (~ql + 1) >>> 0; qh = (~qh + (ql === 0 ? 1 : 0)) >>> 0; }
+    if (negN) { ml = (~ml + 1) >>> 0; mh = (~mh + (ml === 0 ? 1 : 0)) >>> 0; }
+  }
+  r[0] = ql | 0; c.rh[0] = qh | 0;
+  r[2] = ml | 0; c.rh[2] = mh | 0;
   return 0;
+}
+
+/**
+ * Unsigned 128 / 64 division in 32-bit limbs: n3:n2:n1:n0 / d1:d0 (all uint32, divisor non-zero).
+ * Writes quotient lo/hi and remainder lo/hi into w[0..3]; false when the quotient exceeds 64 bits.
+ */
+export function udiv128(w: Float64Array, n0: number, n1: number, n2: number, n3: number, d0: number, d1: number): boolean {
+  if (n3 > d1 || (n3 === d1 && n2 >= d0)) return false;
+  if (d1 === 0) {
+    // Divisor below 2^32: schoolbook division with 16-bit digits (every partial fits a double exactly).
+    let rem = n2, cur: number;
+    cur = rem * 65536 + (n1 >>> 16); const q3 = Math.floor(cur / d0); rem = cur - q3 * d0;
+    cur = rem * 65536 + (n1 & 0xffff); const q2 = Math.floor(cur / d0); rem = cur - q2 * d0;
+    cur = rem * 65536 + (n0 >>> 16); const q1 = Math.floor(cur / d0); rem = cur - q1 * d0;
+    cur = rem * 65536 + (n0 & 0xffff); const q0 = Math.floor(cur / d0); rem = cur - q0 * d0;
+    w[0] = q1 * 65536 + q0; w[1] = q3 * 65536 + q2; w[2] = rem; w[3] = 0;
+    return true;
+  }
+  // Binary long division over the low 64 bits; the running remainder (< 2 * divisor) has 65 bits.
+  let rh = n3, rl = n2, qh = 0, ql = 0;
+  for (let i = 63; i >= 0; i--) {
+    const bitIn = i >= 32 ? (n1 >>> (i - 32)) & 1 : (n0 >>> i) & 1;
+    const top = rh >>> 31;
+    rh = ((rh << 1) | (rl >>> 31)) >>> 0;
+    rl = ((rl << 1) | bitIn) >>> 0;
+    if (top !== 0 || rh > d1 || (rh === d1 && rl >= d0)) {
+      const sl = rl - d0;
+      rl = sl >>> 0;
+      rh = (rh - d1 - (sl < 0 ? 1 : 0)) >>> 0;
+      if (i >= 32) qh |= 1 << (i - 32); else ql |= 1 << i;
+    }
+  }
+  w[0] = ql >>> 0; w[1] = qh >>> 0; w[2] = rl; w[3] = rh;
+  return true;
 }
 
 // =====================================================================================
@@ -932,7 +978,8 @@ export function opShift(c: X86Cpu, o: Op): number {
     if (c.pend) return 2;
   }
   const ah = c.vh;
-  if (cnt === 0) return 0;
+  // A masked count of 0 changes nothing, but a 32-bit register destination is still written (zero-extended).
+  if (cnt === 0) { if (o.dk === K_REG && sz === 4) c.rh[o.d] = 0; return 0; }
   const r = shiftOp(c, o.cc, sz, a, ah, cnt);
   const rh = c.vh;
   if (o.dk === K_REG) setReg(c, o.d, sz, r, rh);
@@ -1069,7 +1116,8 @@ export function opShxd(c: X86Cpu, o: Op): number {
     if (c.pend) return 2;
   }
   const ah = c.vh;
-  if (cnt === 0) return 0;
+  // A masked count of 0 changes nothing, but a 32-bit register destination is still written (zero-extended).
+  if (cnt === 0) { if (o.dk === K_REG && sz === 4) c.rh[o.d] = 0; return 0; }
   const b = getReg(c, o.s, sz), bh = c.vh;
   let r: number, rh = 0, cf: number;
   const bits = sz * 8;
@@ -1422,15 +1470,143 @@ function cntDec(c: X86Cpu, asz: number): void {
   idxAdd(c, 1, asz, -1);
 }
 
+/** Pages a REP MOVS/STOS fast-path call may cover before returning a partial step (3). */
+const REP_FAST_PAGES = 64;
+
+/** Remaining count of a REP instruction (RCX/ECX/CX at the address size). */
+function repCount(c: X86Cpu, asz: number): number {
+  if (asz === 2) return c.r[1] & 0xffff;
+  if (asz === 4) return c.r[1] >>> 0;
+  return (c.rh[1] >>> 0) * TWO32 + (c.r[1] >>> 0);
+}
+
+/**
+ * Elements of size sz from offset e (address size asz, direction dn) that stay inside one
+ * page of the linear address `lin`, inside the segment's limit and without the offset
+ * register wrapping; 0 when the fast path must not be used for this element.
+ */
+function runLen(c: X86Cpu, seg: number, e: number, lin: number, sz: number, asz: number, down: boolean, wr: boolean): number {
+  const po = lin & 0xfff;
+  if (po + sz > 0x1000) return 0;
+  let n = down ? Math.floor(po / sz) + 1 : Math.floor((0x1000 - po) / sz);
+  if (asz !== 8) {
+    const top = asz === 2 ? 0x10000 : TWO32;
+    n = Math.min(n, down ? Math.floor(e / sz) + 1 : Math.floor((top - e) / sz));
+  }
+  if (c.bits !== 64 && (c.segFast[seg] & (wr ? 2 : 1)) === 0) {
+    const a = c.state.segAttr[seg];
+    if ((a & 0x1c) === 0x14) return 0; // expand-down data: the element-wise path
+    if (!down) n = Math.min(n, Math.floor((c.state.segLimit[seg] - e - sz + 1) / sz) + 1);
+  }
+  return n > 0 ? n : 0;
+}
+
+/** The TLB index for an access of kind (0 read, 1 write) at lin usable on the fast path, or -1 (miss/code/MMIO), -2 (fault: pend set). */
+function fastIdx(c: X86Cpu, lin: number, kind: number): number {
+  const i = (lin >>> 12) & (c.tPage.length - 1);
+  const acc = kind === 1 ? c.accW : c.accR;
+  if (c.tPage[i] === lin - (lin & 0xfff) && c.tCtx[i] === c.ctx && (c.tPerm[i] & acc) !== 0) return i;
+  const j = c.xlate(lin, kind);
+  if (j === -1) return -2;
+  if (j < 0) return -1;
+  return (c.tPerm[j] & acc) !== 0 ? j : -1;
+}
+
+/**
+ * REP MOVS / REP STOS in page-sized runs through the TLB (no per-element segment check,
+ * translation or index update). Exact: elements are copied in architectural order, faults
+ * happen at the element that faults with the registers of the elements before it, pages with
+ * translated code, MMIO and armed data breakpoints take the element-wise path. Returns -1 to
+ * continue element-wise, else an op return code.
+ */
+function repFast(c: X86Cpu, o: Op): number {
+  const sz = o.sz, asz = o.asz, movs = o.cc === 0;
+  const down = (c.fl & DF) !== 0;
+  const r = c.r;
+  for (let pages = 0; pages < REP_FAST_PAGES; pages++) {
+    const cnt = repCount(c, asz);
+    if (cnt === 0) return 0;
+    const dE = asz === 2 ? r[7] & 0xffff : r[7] >>> 0;
+    const dLin = strLin(c, ES, 7, asz, sz, true);
+    if (c.pend) return 2;
+    let n = runLen(c, ES, dE, dLin, sz, asz, down, true);
+    let sLin = 0;
+    if (movs) {
+      const sE = asz === 2 ? r[6] & 0xffff : r[6] >>> 0;
+      sLin = strLin(c, o.seg, 6, asz, sz, false);
+      if (c.pend) return 2;
+      n = Math.min(n, runLen(c, o.seg, sE, sLin, sz, asz, down, false));
+    }
+    if (n > cnt) n = cnt;
+    if (n <= 0) return -1;
+    // Translate the source (read first, as the element-wise order does), then the destination.
+    let si = 0;
+    if (movs) { si = fastIdx(c, sLin, 0); if (si === -2) return 2; if (si < 0) return -1; }
+    const di = fastIdx(c, dLin, 1);
+    if (di === -2) return 2;
+    if (di < 0) return -1;
+    const db = c.tBuf[di];
+    // Byte position of the lowest element of the run.
+    const step = down ? -sz : sz;
+    const dp = c.tOff[di] + (dLin & 0xfff);
+    if (movs) {
+      const sb = c.tBuf[si];
+      const sp = c.tOff[si] + (sLin & 0xfff);
+      const lowD = down ? dp - (n - 1) * sz : dp, lowS = down ? sp - (n - 1) * sz : sp;
+      const bytes = n * sz;
+      const overlap = sb.buffer === db.buffer && sb.byteOffset + lowS < db.byteOffset + lowD + bytes && db.byteOffset + lowD < sb.byteOffset + lowS + bytes;
+      if (!overlap) db.set(sb.subarray(lowS, lowS + bytes), lowD);
+      else {
+        // Overlapping: element by element in architectural order.
+        for (let i = 0, ps = sp, pd = dp; i < n; i++, ps += step, pd += step) {
+          if (sz === 1) db[pd] = sb[ps];
+          else {
+            const t0 = sb[ps], t1 = sb[ps + 1];
+            if (sz === 2) { db[pd] = t0; db[pd + 1] = t1; }
+            else {
+              const t2 = sb[ps + 2], t3 = sb[ps + 3];
+              if (sz === 4) { db[pd] = t0; db[pd + 1] = t1; db[pd + 2] = t2; db[pd + 3] = t3; }
+              else {
+                const t4 = sb[ps + 4], t5 = sb[ps + 5], t6 = sb[ps + 6], t7 = sb[ps + 7];
+                db[pd] = t0; db[pd + 1] = t1; db[pd + 2] = t2; db[pd + 3] = t3;
+                db[pd + 4] = t4; db[pd + 5] = t5; db[pd + 6] = t6; db[pd + 7] = t7;
+              }
+            }
+          }
+        }
+      }
+      idxAdd(c, 6, asz, step * n);
+    } else {
+      const v = r[0], vh = c.rh[0];
+      if (sz === 1) db.fill(v & 0xff, down ? dp - n + 1 : dp, (down ? dp - n + 1 : dp) + n);
+      else {
+        for (let i = 0, pd = dp; i < n; i++, pd += step) {
+          db[pd] = v; db[pd + 1] = v >> 8;
+          if (sz >= 4) { db[pd + 2] = v >> 16; db[pd + 3] = v >> 24; }
+          if (sz === 8) { db[pd + 4] = vh; db[pd + 5] = vh >> 8; db[pd + 6] = vh >> 16; db[pd + 7] = vh >> 24; }
+        }
+      }
+    }
+    idxAdd(c, 7, asz, step * n);
+    idxAdd(c, 1, asz, -n);
+  }
+  return repCount(c, asz) === 0 ? 0 : 3;
+}
+
 /** MOVS/STOS/LODS/CMPS/SCAS: cc = 0 MOVS, 1 STOS, 2 LODS, 3 CMPS, 4 SCAS. */
 export function opString(c: X86Cpu, o: Op): number {
   const sz = o.sz, asz = o.asz, rep = o.rep;
   const d = (c.fl & DF) ? -sz : sz;
   const k = o.cc;
+  if (rep !== 0 && k <= 1 && !c.dbgData && !c.emu) {
+    const rc = repFast(c, o);
+    if (rc >= 0) return rc;
+  }
   for (let n = 0; ; n++) {
     if (rep !== 0) {
       if (cntZero(c, asz)) return 0;
-      if (n >= REP_SLICE) return 3;
+      // With data breakpoints armed, one iteration per step so a hit traps after its iteration.
+      if (n >= (c.dbgData ? 1 : REP_SLICE)) return 3;
     }
     switch (k) {
       case 0: {

@@ -262,9 +262,22 @@ function callGate(c: X86Cpu, o: Op, gsel: number, isCall: boolean, retIp: number
     return 1;
   }
   if (!conforming && dpl < c.cpl) {
-    // Inner privilege: new stack from the TSS (parameter copying not implemented: count must be 0).
+    // Inner privilege: new stack from the TSS; a legacy gate's parameter count (0-31) says how
+    // many operands to copy from the caller's stack (SDM 5.8.5, Figure 5-13).
     const oldSs = c.state.segSel[SS], oldSp = c.r[4], oldSph = c.rh[4];
     const cdLo = c.dLo, cdHi = c.dHi;
+    const count = c.lma ? 0 : gHi & 0x1f;
+    let params: number[] | null = null;
+    if (count > 0) {
+      params = [];
+      for (let i = 0; i < count; i++) {
+        const offs = c.ssz === 4 ? ((oldSp >>> 0) + i * gsz) >>> 0 : (oldSp + i * gsz) & 0xffff;
+        const lin = segLin(c, SS, offs, gsz, false);
+        if (c.pend) return 2;
+        params.push(c.rdN(lin, gsz));
+        if (c.pend) return 2;
+      }
+    }
     if (!tssStack(c, dpl, 0)) return 2;
     const nsLo = c.tssSpLo, nsHi = c.tssSpHi, nss = c.tssSs;
     const saveCtx = saveSegState(c, SS);
@@ -274,7 +287,9 @@ function callGate(c: X86Cpu, o: Op, gsel: number, isCall: boolean, retIp: number
     c.state.cpl = dpl; c.updateMode();
     setReg(c, 4, 8, c.lma ? nsLo & ~7 : nsLo, c.lma ? nsHi : 0);
     if (!c.lma && c.ssz === 2) c.r[4] = nsLo & 0xffff;
-    const ok = push(c, gsz, oldSs, 0) && push(c, gsz, oldSp, oldSph) && push(c, gsz, oldCs, 0) &&
+    let ok = push(c, gsz, oldSs, 0) && push(c, gsz, oldSp, oldSph);
+    if (params !== null) for (let i = params.length - 1; ok && i >= 0; i--) ok = push(c, gsz, params[i], 0);
+    ok = ok && push(c, gsz, oldCs, 0) &&
       push(c, gsz, retIp | 0, c.bits === 64 ? Math.floor(retIp / TWO32) | 0 : 0);
     if (!ok) { restoreSegState(c, SS, saveCtx); c.state.cpl = saveCtx.cpl; c.r[4] = oldSp; c.rh[4] = oldSph; c.updateMode(); return 2; }
     c.dLo = cdLo; c.dHi = cdHi;
@@ -837,13 +852,22 @@ export function opMovDr(c: X86Cpu, o: Op): number {
     const ex = c.exit; ex.drNumber = n; ex.isWrite = isWrite; ex.gpr = isWrite ? o.s : o.d;
     return 2;
   }
+  if (s.dr7 & 0x2000n) {
+    // General detect (SDM 19.2.4): a fault with DR6.BD set; GD is cleared so the handler can use the registers.
+    s.dr6 |= 0x2000n;
+    s.dr7 &= ~0x2000n;
+    c.dbgFault = true;
+    return c.raise(DB, 0, false);
+  }
   if (isWrite) {
     const lo = c.r[o.s] >>> 0, hi = c.bits === 64 ? c.rh[o.s] >>> 0 : 0;
     const v = (BigInt(hi) << 32n) | BigInt(lo);
     if (n >= 6 && hi !== 0) return c.gp(0);
-    if (n < 4) s.dr[n] = v;
+    if (n < 4) s.dr[n] = c.bits === 64 ? v : v & 0xffffffffn;
     else if (n === 6) s.dr6 = (v & 0x1e00fn) | 0xfffe0ff0n;
-    else { s.dr7 = (v & 0xffff2bffn) | 0x400n; c.dbgArmed = false; }
+    else s.dr7 = (v & 0xffff2bffn) | 0x400n;
+    c.dbgUpdate();
+    c.brk = true; // the run loop re-evaluates single-stepping at the boundary
   } else {
     const v = n < 4 ? s.dr[n] : n === 6 ? s.dr6 : s.dr7;
     setReg(c, o.d, c.bits === 64 ? 8 : 4, Number(v & 0xffffffffn) | 0, Number(v >> 32n) | 0);
@@ -1291,6 +1315,7 @@ export function opIn(c: X86Cpu, o: Op): number {
   const size = o.sz;
   if (!ioAllowed(c, port, size)) return 2;
   if (!c.emu && c.rules.ioExits(port, size, true)) { fillIoExit(c, o, port, size, true, false); return 2; }
+  if (c.dbgIo) c.ioBreak(port, size);
   const v = c.ports.in(port, size);
   setReg(c, 0, size, v | 0, 0);
   return 0;
@@ -1302,6 +1327,7 @@ export function opOut(c: X86Cpu, o: Op): number {
   if (!ioAllowed(c, port, size)) return 2;
   if (!c.emu && c.rules.ioExits(port, size, false)) { fillIoExit(c, o, port, size, false, false); return 2; }
   const v = size === 1 ? c.r[0] & 0xff : size === 2 ? c.r[0] & 0xffff : c.r[0] >>> 0;
+  if (c.dbgIo) c.ioBreak(port, size);
   c.ports.out(port, size, v);
   return 0;
 }
@@ -1315,16 +1341,18 @@ export function opInsOuts(c: X86Cpu, o: Op): number {
   if (!c.emu && c.rules.ioExits(port, size, isIn)) { fillIoExit(c, o, port, size, isIn, true); return 2; }
   const d = (c.fl & DF) ? -size : size;
   for (let n = 0; ; n++) {
-    if (o.rep) { if (cntZero(c, asz)) return 0; if (n >= 4096) return 3; }
+    if (o.rep) { if (cntZero(c, asz)) return 0; if (n >= (c.dbgArmed ? 1 : 4096)) return 3; }
     if (isIn) {
       const lin = strLin(c, ES, 7, asz, size, true); if (c.pend) return 2;
       c.wprobe(lin, size); if (c.pend) return 2;
-      const v = c.ports.in(port, size);
+      if (c.dbgIo) c.ioBreak(port, size);
+  const v = c.ports.in(port, size);
       c.wrN(lin, size, v | 0, 0); if (c.pend) return 2;
       idxAdd(c, 7, asz, d);
     } else {
       const lin = strLin(c, o.seg, 6, asz, size, false); if (c.pend) return 2;
       const v = c.rdN(lin, size); if (c.pend) return 2;
+      if (c.dbgIo) c.ioBreak(port, size);
       c.ports.out(port, size, size === 4 ? v >>> 0 : v);
       idxAdd(c, 6, asz, d);
     }

@@ -14,6 +14,7 @@ import {
 import type { Op } from './op';
 import { decodeBlock, Block, decodeOne } from './decode';
 import { cpuidLeaf } from './cpuid';
+import { compileBlock, JIT_THRESHOLD } from './jit';
 import { idtDeliver } from './sys';
 
 /** Guest-physical to host-physical without TDP: core's memslots. -1: not backed (MMIO). */
@@ -61,6 +62,25 @@ export interface X86CpuOptions {
   vendor: CpuVendor;
   /** Seed of the RDRAND/RDSEED source (deterministic; default 1). */
   rngSeed?: number;
+  /**
+   * Execution tier: 'interpreter' runs every translated block through its operations' handlers;
+   * 'jit' (default) also compiles hot blocks into JavaScript functions (see jit.ts).
+   */
+  tier?: 'interpreter' | 'jit';
+}
+
+/** Execution counters of the tiers (diagnostics, benchmarks, tests). */
+export interface CpuTierStats {
+  /** Blocks translated (decoded) by the first tier. */
+  blocksTranslated: number;
+  /** Blocks compiled by the JIT tier. */
+  blocksCompiled: number;
+  /** Block executions through the interpreter / through compiled code. */
+  interpretedRuns: number;
+  compiledRuns: number;
+  /** Instructions retired by interpreted / compiled execution (their sum is the total). */
+  interpretedInstructions: number;
+  compiledInstructions: number;
 }
 
 /** The default port bus: reads float high (all ones), writes are dropped. */
@@ -107,6 +127,9 @@ const TLB_BITS = 11;
 const TLB_SIZE = 1 << TLB_BITS;
 const TLB_MASK = TLB_SIZE - 1;
 const TWO32 = 4294967296;
+
+/** Fault-class exception vectors (bit n: vector n): #DE #BR #UD #NM #TS #NP #SS #GP #PF #MF #AC #XM #VE #CP. */
+const FAULT_VECTORS = [0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21].reduce((m, v) => m | (1 << v), 0);
 
 const PARITY = new Uint8Array(256);
 for (let i = 0; i < 256; i++) {
@@ -180,6 +203,17 @@ export class X86Cpu {
   excVec = 0; excErr = 0; excHasErr = false; excAddr = 0;
   /** internal: set when translated code was dropped or the mode changed: leave the block. */
   brk = false;
+  /** internal: what stopped a compiled block (the op return-code contract of op.ts). */
+  jrc = 0;
+  /** internal: bound of canonical linear addresses as signed doubles (2^47, or 2^56 with LA57). */
+  canonLimit = 140737488355328;
+  /** internal: compile hot blocks (options.tier !== 'interpreter'). */
+  readonly jitOn: boolean;
+  /** Execution counters per tier. */
+  readonly stats: CpuTierStats = {
+    blocksTranslated: 0, blocksCompiled: 0, interpretedRuns: 0, compiledRuns: 0,
+    interpretedInstructions: 0, compiledInstructions: 0,
+  };
   /** internal: an instruction set the STI / MOV SS shadow this step. */
   shadowSet = false;
   /** internal: retired-instruction count of the current runGuest call. */
@@ -197,8 +231,23 @@ export class X86Cpu {
   curOp: Op | null = null;
   /** internal: random source state (xorshift32) for RDRAND/RDSEED. */
   rng = 1;
-  /** internal: DR7 breakpoints armed (slow path checks). */
+  /** internal: DR7 breakpoints armed (the run loop steps one instruction at a time and checks them). */
   dbgArmed = false;
+  /** internal: an enabled data breakpoint exists: every data access takes the TLB slow path (tPerm = 0). */
+  dbgData = false;
+  /** internal: an enabled I/O breakpoint exists (R/W = 10; effective with CR4.DE). */
+  dbgIo = false;
+  /** internal: enabled breakpoints (bit n: DRn has L or G set). */
+  dbgEn = 0;
+  /** internal: DR7 R/W and LEN fields per breakpoint; addresses as 64-bit (signed canonical) and legacy (uint32) linear. */
+  readonly dbgRw = new Uint8Array(4);
+  readonly dbgSize = new Uint8Array(4);
+  readonly dbgAddr64 = new Float64Array(4);
+  readonly dbgAddr32 = new Float64Array(4);
+  /** internal: DR6.B0-B3 bits of data/I-O breakpoints hit by the current instruction (reported as a trap after it). */
+  dbgHit = 0;
+  /** internal: the #DB being raised is a fault other than an instruction breakpoint (general detect): pushes RF = 1. */
+  dbgFault = false;
   /** internal: descriptor scratch (sys.ts): low/high dwords, linear address, bytes 8..11 of a 16-byte descriptor. */
   dLo = 0; dHi = 0; dLin = 0; dHi2 = 0;
   /** internal: stack read from the TSS (sys.ts). */
@@ -244,6 +293,9 @@ export class X86Cpu {
   ) {
     this.r = this.state.gprLo;
     this.rh = this.state.gprHi;
+    // The tier: the option, else TSVISOR_CPU_TIER from the environment (for runs through tools), else 'jit'.
+    const envTier = typeof process !== 'undefined' && process.env ? process.env.TSVISOR_CPU_TIER : undefined;
+    this.jitOn = (options.tier ?? envTier) !== 'interpreter';
     this.rules = noRules();
     const empty = new Uint8Array(0);
     for (let i = 0; i < TLB_SIZE; i++) this.tBuf[i] = empty;
@@ -401,7 +453,7 @@ export class X86Cpu {
   flushCode(): void {
     for (const p of this.codePages.values()) for (const b of p.blocks.values()) b.valid = false;
     this.codePages.clear();
-    for (let i = 0; i < TLB_SIZE; i++) this.tPerm[i] = this.tPermReal[i];
+    this.resetFastPerms();
     this.brk = true;
   }
 
@@ -426,7 +478,86 @@ export class X86Cpu {
     this.tscBase = Number(s.tsc);
     this.updateMode();
     this.rip = this.bits === 64 ? (s.ripHi | 0) * TWO32 + (s.ripLo >>> 0) : s.ripLo >>> 0;
-    this.dbgArmed = (Number(s.dr7 & 0xffn) !== 0);
+    this.dbgUpdate();
+  }
+
+  /**
+   * internal: recompute the breakpoint fields from DR0-3/DR7 (SDM Vol. 3B 19.2.4). Called
+   * at entry and on MOV to DRn. Arming a data breakpoint strips the fast-path permissions of
+   * every TLB entry so all data accesses reach rdSlow/wrSlow, where they are matched.
+   */
+  dbgUpdate(): void {
+    const s = this.state;
+    const dr7 = Number(s.dr7 & 0xffffffffn);
+    const wasData = this.dbgData;
+    this.dbgArmed = (dr7 & 0xff) !== 0;
+    this.dbgEn = 0; this.dbgData = false; this.dbgIo = false;
+    for (let n = 0; n < 4; n++) {
+      const rw = (dr7 >>> (16 + 4 * n)) & 3;
+      const len = (dr7 >>> (18 + 4 * n)) & 3;
+      this.dbgRw[n] = rw;
+      this.dbgSize[n] = len === 0 ? 1 : len === 1 ? 2 : len === 3 ? 4 : 8;
+      this.dbgAddr64[n] = Number(BigInt.asIntN(64, s.dr[n]));
+      this.dbgAddr32[n] = Number(s.dr[n] & 0xffffffffn);
+      if (((dr7 >>> (2 * n)) & 3) === 0) continue;
+      this.dbgEn |= 1 << n;
+      if (rw === 1 || rw === 3) this.dbgData = true;
+      else if (rw === 2) this.dbgIo = true;
+    }
+    if (this.dbgData !== wasData) this.resetFastPerms();
+  }
+
+  /** internal: recompute every TLB entry's fast-path permissions (code pages: no write; data breakpoints: none). */
+  private resetFastPerms(): void {
+    for (let i = 0; i < TLB_SIZE; i++) this.tPerm[i] = this.fastPerm(this.tPermReal[i], this.tHpa[i]);
+  }
+  private fastPerm(perm: number, hpaPage: number): number {
+    if (this.dbgData) return 0;
+    return this.codePages.has(hpaPage) ? perm & ~(P_SW | P_UW) : perm;
+  }
+
+  /** internal: breakpoint address n (aligned down to its length) in the current mode's linear form. */
+  private dbgAddr(n: number): number {
+    const a = this.bits === 64 ? this.dbgAddr64[n] : this.dbgAddr32[n];
+    const sz = this.dbgSize[n];
+    return a - (((a % sz) + sz) % sz);
+  }
+
+  /** internal: a data access of `sz` bytes at linear `lin` (SDM 19.2.5): record matching breakpoints in dbgHit. */
+  dataBreak(lin: number, sz: number, write: boolean): void {
+    const en = this.dbgEn;
+    for (let n = 0; n < 4; n++) {
+      if (!(en & (1 << n))) continue;
+      const rw = this.dbgRw[n];
+      if (rw !== 3 && !(rw === 1 && write)) continue;
+      const a = this.dbgAddr(n);
+      if (lin < a + this.dbgSize[n] && a < lin + sz) this.dbgHit |= 1 << n;
+    }
+  }
+
+  /** internal: an I/O access of `sz` bytes at `port` (R/W = 10 with CR4.DE): record matching breakpoints. */
+  ioBreak(port: number, sz: number): void {
+    if (!(Number(this.state.cr4 & 0xffn) & 8 /* CR4.DE */)) return;
+    const en = this.dbgEn;
+    for (let n = 0; n < 4; n++) {
+      if (!(en & (1 << n)) || this.dbgRw[n] !== 2) continue;
+      const size = this.dbgSize[n];
+      const a0 = this.dbgAddr32[n] & 0xffff;
+      const a = a0 - (a0 % size);
+      if (port < a + size && a < port + sz) this.dbgHit |= 1 << n;
+    }
+  }
+
+  /** internal: instruction breakpoints (R/W = 00) matching the instruction at RIP; returns DR6 B0-B3 bits. */
+  private insnBreak(): number {
+    const lin = this.bits === 64 ? this.rip : (this.segBase[CS] + this.rip) >>> 0;
+    let hit = 0;
+    const en = this.dbgEn;
+    for (let n = 0; n < 4; n++) {
+      if (!(en & (1 << n)) || this.dbgRw[n] !== 0) continue;
+      if ((this.bits === 64 ? this.dbgAddr64[n] : this.dbgAddr32[n]) === lin) hit |= 1 << n;
+    }
+    return hit;
   }
 
   /** internal: store the hot fields back into `state` (VM exit). */
@@ -461,6 +592,7 @@ export class X86Cpu {
     this.smap = (cr4 & CR4_SMAP) !== 0;
     this.pcide = (cr4 & CR4_PCIDE) !== 0;
     this.lma = (efer & EFER_LMA) !== 0;
+    this.canonLimit = this.la57 ? 72057594037927936 : 140737488355328;
     this.nxe = (efer & EFER_NXE) !== 0;
     const csA = s.segAttr[CS];
     if (!this.pe) this.bits = 16;
@@ -688,6 +820,18 @@ export class X86Cpu {
       if (s.activity === 2) { ex.kind = rules.shutdownExits ? GuestExitKind.TRIPLE_FAULT : GuestExitKind.SHUTDOWN; return; }
       if (left <= 0) { ex.kind = GuestExitKind.BUDGET; return; }
 
+      // Instruction breakpoints fault before the fetch (SDM 6.9 priority 6; 19.2.4), unless RF is set.
+      if (this.dbgArmed && !(this.fl & RF)) {
+        const hit = this.insnBreak();
+        if (hit !== 0) {
+          s.dr6 = (s.dr6 & ~0xfn) | BigInt(hit);
+          this.curOp = null;
+          this.raise(DB, 0, false);
+          prevBlk = null;
+          if (this.handlePend()) return;
+          continue;
+        }
+      }
       let blk: Block | null = null;
       const pb = prevBlk as Block | null;
       if (pb !== null && pb.chainGen === this.tlbGen) {
@@ -710,27 +854,47 @@ export class X86Cpu {
       }
       const ops = blk.ops;
       let limit = blk.n;
+      let maxRun = left;
+      if (deadline >= 0 && deadline - (this.tscBase + this.retired) < maxRun) maxRun = Math.max(1, deadline - (this.tscBase + this.retired));
       const tfStep = (this.fl & TF) !== 0;
-      const single = shadow || tfStep || rules.monitorTrapFlag || this.dbgArmed;
-      if (single) limit = 1;
+      const single = shadow || tfStep || rules.monitorTrapFlag || this.dbgArmed || (this.fl & RF) !== 0;
+      // RF is cleared at the start of every instruction, after the instruction-breakpoint check.
+      let rfWas = 0;
+      if (single) { limit = 1; rfWas = this.fl & RF; this.fl &= ~RF; this.dbgHit = 0; }
       if (limit > left) limit = left;
       if (deadline >= 0 && deadline - (this.tscBase + this.retired) < limit) limit = Math.max(1, deadline - (this.tscBase + this.retired));
       this.brk = false;
-      let k = 0;
       let rc = 0;
-      for (; k < limit; k++) {
-        const op = ops[k];
-        this.curOp = op;
-        rc = op.fn(this, op);
-        if (rc !== 0) break;
-        this.rip = this.rip + op.len;
-        if (this.brk) { k++; break; }
+      let done: number;
+      const whole = !single && limit === blk.n;
+      if (whole && blk.jit !== null) {
+        // Second tier: the compiled block (may iterate a self-loop up to maxRun instructions).
+        done = blk.jit(this, maxRun);
+        rc = this.jrc;
+        this.stats.compiledRuns++;
+        this.stats.compiledInstructions += done;
+      } else {
+        if (whole && ++blk.heat === JIT_THRESHOLD && this.jitOn && blk.cacheable) {
+          blk.jit = compileBlock(blk, this.bits);
+          if (blk.jit !== null) this.stats.blocksCompiled++;
+        }
+        let k = 0;
+        for (; k < limit; k++) {
+          const op = ops[k];
+          this.curOp = op;
+          rc = op.fn(this, op);
+          if (rc !== 0) break;
+          this.rip = this.rip + op.len;
+          if (this.brk) { k++; break; }
+        }
+        done = k;
+        if (rc === 1) done++;
+        this.stats.interpretedRuns++;
+        this.stats.interpretedInstructions += done;
       }
       // Ops advanced RIP without wrap; legacy modes wrap EIP at 4 GiB.
       if (this.bits !== 64 && this.rip > 0xffffffff) this.rip = this.rip >>> 0;
-      let done = k;
-      if (rc === 1) done++;
-      else if (rc === 3) left--; // a partial REP string step: no retirement, but it consumes budget
+      if (rc === 3) left--; // a partial REP string step: no retirement, but it consumes budget
       this.retired += done;
       left -= done;
       if (single) {
@@ -738,18 +902,27 @@ export class X86Cpu {
         this.shadowSet = false;
       } else if (this.shadowSet) this.shadowSet = false;
       if (rc === 2) {
+        // Not executed: RF keeps its value (a fault's delivery then pushes RF = 1 anyway).
+        if (single) this.fl |= rfWas;
         if (this.handlePend()) return;
         continue;
       }
       if (blk.cacheable && blk.valid && !this.brk) prevBlk = blk;
-      if (single && rc <= 1) {
-        if (tfStep && rc !== 3) {
-          // Single-step trap after the instruction (SDM 17.3.1.4).
-          s.dr6 = (s.dr6 & ~0xfn) | 0x4000n;
+      if (single) {
+        // Trap-class #DB after the instruction (SDM 19.2.5, 19.3.1.4): data / I/O breakpoints
+        // hit by it and the single-step trap, reported together in DR6.
+        let hits = this.dbgArmed ? this.dbgHit : 0;
+        this.dbgHit = 0;
+        if (tfStep && rc <= 1) hits |= 0x4000;
+        if (hits !== 0) {
+          s.dr6 = (s.dr6 & ~0xfn) | BigInt(hits);
+          // Between iterations of a REP string instruction the pushed RF is 1 (SDM 19.3.1.1).
+          if (rc === 3) this.fl |= RF;
+          prevBlk = null;
           this.raise(DB, 0, false);
           if (this.handlePend()) return;
         }
-        if (rules.monitorTrapFlag) { ex.kind = GuestExitKind.MONITOR_TRAP_FLAG; this.fillBoundaryExit(); return; }
+        if (rules.monitorTrapFlag && rc <= 1) { ex.kind = GuestExitKind.MONITOR_TRAP_FLAG; this.fillBoundaryExit(); return; }
       }
     }
   }
@@ -783,6 +956,9 @@ export class X86Cpu {
       return;
     }
     if (vec === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(addr));
+    // Fault-class exceptions other than an instruction-breakpoint #DB push RF = 1 (SDM 19.3.1.1).
+    if (((FAULT_VECTORS >>> vec) & 1) !== 0 || (vec === DB && this.dbgFault)) this.fl |= RF;
+    this.dbgFault = false;
     this.deliverEvent(EventType.HARDWARE_EXCEPTION, vec, err, hasErr, 0, false);
   }
 
@@ -980,6 +1156,48 @@ export class X86Cpu {
     }
   }
   /**
+   * internal: stores for compiled code: 0 when the store is done and nothing else happened;
+   * 1 when the caller must look at `pend` (a fault or exit: nothing stored) or `brk` (the
+   * store dropped translated code).
+   */
+  jw8(lin: number, v: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0) {
+      this.tBuf[i][this.tOff[i] + o] = v;
+      return 0;
+    }
+    this.wrSlow(lin, 1, v, 0);
+    return this.pend !== 0 || this.brk ? 1 : 0;
+  }
+  jw16(lin: number, v: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0 && o < 0xfff) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      b[p] = v; b[p + 1] = v >> 8;
+      return 0;
+    }
+    this.wrSlow(lin, 2, v, 0);
+    return this.pend !== 0 || this.brk ? 1 : 0;
+  }
+  jw32(lin: number, v: number): number {
+    const o = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK;
+    if (this.tPage[i] === lin - o && this.tCtx[i] === this.ctx && (this.tPerm[i] & this.accW) !== 0 && o < 0xffd) {
+      const b = this.tBuf[i], p = this.tOff[i] + o;
+      b[p] = v; b[p + 1] = v >> 8; b[p + 2] = v >> 16; b[p + 3] = v >> 24;
+      return 0;
+    }
+    this.wrSlow(lin, 4, v, 0);
+    return this.pend !== 0 || this.brk ? 1 : 0;
+  }
+  jw64(lin: number, v: number, vh: number): number {
+    this.wr64(lin, v, vh);
+    return this.pend !== 0 || this.brk ? 1 : 0;
+  }
+
+  /**
    * internal: make sure a write of `sz` bytes at `lin` will succeed (translate for write,
    * set dirty bits) before an instruction reads its operand (read-modify-write ordering:
    * faults come before any side effect). Sets `pend` on a fault.
@@ -997,6 +1215,7 @@ export class X86Cpu {
   }
 
   private rdSlow(lin: number, sz: number): number {
+    if (this.dbgData) this.dataBreak(lin, sz, false);
     const o = lin & 0xfff;
     if (o + sz <= 0x1000) {
       const i = this.xlate(lin, 0);
@@ -1042,6 +1261,7 @@ export class X86Cpu {
   }
 
   private wrSlow(lin: number, sz: number, v: number, vh: number): void {
+    if (this.dbgData) this.dataBreak(lin, sz, true);
     const o = lin & 0xfff;
     if (o + sz <= 0x1000) {
       const i = this.xlate(lin, 1);
@@ -1082,7 +1302,7 @@ export class X86Cpu {
     if (this.tPerm[i] !== this.tPermReal[i]) {
       // A page with translated code: drop what the write overlaps.
       this.codeWrite(hpa + o, sz);
-      if (!this.codePages.has(hpa)) this.tPerm[i] = this.tPermReal[i];
+      if (!this.codePages.has(hpa) && !this.dbgData) this.tPerm[i] = this.tPermReal[i];
     }
     const b = this.tBuf[i], p = this.tOff[i] + o;
     for (let k = 0; k < sz; k++) b[p + k] = k < 4 ? v >>> (k * 8) : vh >>> ((k - 4) * 8);
@@ -1323,7 +1543,7 @@ export class X86Cpu {
     this.tPage[i] = lin - (lin & 0xfff);
     this.tCtx[i] = this.ctx;
     this.tPermReal[i] = perm;
-    this.tPerm[i] = this.codePages.has(hpaPage) ? perm & ~(P_SW | P_UW) : perm;
+    this.tPerm[i] = this.fastPerm(perm, hpaPage);
     this.tOff[i] = this.pOff - (this.pOff % 4096);
     this.tBuf[i] = this.pBuf;
     this.tHpa[i] = hpaPage;
@@ -1348,12 +1568,14 @@ export class X86Cpu {
   invlpgLin(lin: number, tag: number, pcid: number): void {
     const i = (lin >>> 12) & TLB_MASK;
     const page = lin - (lin & 0xfff);
-    const matchCtx = (c: number): boolean => (c >>> 12) === tag && (pcid < 0 || (c & 0xfff) === pcid);
-    if (this.tPage[i] === page && matchCtx(this.tCtx[i])) this.tPage[i] = NaN;
+    // The given PCID's entries, and global entries whatever their PCID (SDM INVLPG, 4.10.4.1).
+    const matchCtx = (c: number, j: number): boolean =>
+      (c >>> 12) === tag && (pcid < 0 || (c & 0xfff) === pcid || this.tGlobal[j] !== 0);
+    if (this.tPage[i] === page && matchCtx(this.tCtx[i], i)) this.tPage[i] = NaN;
     if (this.largeEntries > 0) {
       for (let j = 0; j < TLB_SIZE; j++) {
         const sh = this.tShift[j];
-        if (sh === 12 || !matchCtx(this.tCtx[j])) continue;
+        if (sh === 12 || !matchCtx(this.tCtx[j], j)) continue;
         const size = 2 ** sh;
         const t = this.tPage[j];
         if (Math.floor(t / size) === Math.floor(lin / size)) this.tPage[j] = NaN;
@@ -1410,6 +1632,7 @@ export class X86Cpu {
     // At most 1 KiB is handed to the decoder (a block is <= 64 instructions); the page end stays the limit.
     const blk = decodeBlock(this, buf.subarray(base + o, base + Math.min(4096, o + 1024)), this.bits, lin);
     if (blk === null) return null; // crossing instruction faulted on its second page
+    this.stats.blocksTranslated++;
     if (blk.cacheable) {
       let page = this.codePages.get(hpa);
       if (page === undefined) {
@@ -1417,7 +1640,7 @@ export class X86Cpu {
         this.codePages.set(hpa, page);
         // Writes to this page must now take the slow path (self-modifying code).
         for (let j = 0; j < TLB_SIZE; j++) {
-          if (this.tHpa[j] === hpa) this.tPerm[j] = this.tPermReal[j] & ~(P_SW | P_UW);
+          if (this.tHpa[j] === hpa) this.tPerm[j] = this.fastPerm(this.tPermReal[j], hpa);
         }
       }
       page.blocks.set(key, blk);

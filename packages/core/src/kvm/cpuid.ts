@@ -1,4 +1,6 @@
 import { KvmReg } from '../ops/types';
+import { CPUID_1_ECX, CPUID_1_EDX, CPUID_7_EBX, CPUID_7_ECX, CPUID_81_ECX, CPUID_81_EDX } from '../cpu/cpuid';
+import { MAXPHYADDR } from '../cpu/consts';
 import { KvmError } from './errors';
 import type { KvmVcpu } from './vcpu';
 
@@ -24,33 +26,35 @@ export const VENDOR_SIGNATURES = {
 } as const;
 
 /**
- * KVM_GET_SUPPORTED_CPUID: what this KVM offers a guest on `vendor`'s hardware. Feature bits
- * are limited to what the emulated processor implements (see docs/architecture.md).
+ * KVM_GET_SUPPORTED_CPUID: what this KVM offers a guest on `vendor`'s hardware — the emulated
+ * processor's own feature words (cpu/cpuid.ts, exactly what it implements), plus what KVM
+ * itself emulates: the in-kernel LAPIC (APIC, x2APIC, TSC-deadline timer), the hypervisor bit
+ * and KVM's signature leaves.
  */
 export function supportedCpuid(vendor: 'intel' | 'amd'): KvmCpuidEntry2[] {
   const [b, d, c] = VENDOR_SIGNATURES[vendor];
   const e = (fn: number, eax: number, ebx: number, ecx: number, edx: number, index = 0, flags = 0): KvmCpuidEntry2 =>
     ({ function: fn, index, flags, eax: eax >>> 0, ebx: ebx >>> 0, ecx: ecx >>> 0, edx: edx >>> 0 });
-  // Leaf 1 EDX: TSC(4) MSR(5) PAE(6) CX8(8) APIC(9) SEP(11) PGE(13) CMOV(15) PAT(16) PSE(3) DE(2)
-  const leaf1Edx = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 13) | (1 << 15) | (1 << 16);
-  // Leaf 1 ECX: CX16(13) x2APIC(21) TSC-deadline(24, the in-kernel LAPIC timer mode) hypervisor(31)
-  const leaf1Ecx = (1 << 13) | (1 << 21) | (1 << 24) | (1 << 31);
-  // Family 6 model 0x3a stepping 9 on Intel; family 0x17 on AMD (signature of a plain x86-64 part).
+  // Family 6 model 0x3a stepping 9 on Intel; family 0x17 on AMD (the processor's own signature).
   const signature = vendor === 'intel' ? 0x000306a9 : 0x00800f12;
-  // 0x80000001 EDX: SYSCALL(11) NX(20) RDTSCP(27) LM(29); ECX: LAHF/SAHF(0)
-  const ext1Edx = (1 << 11) | (1 << 20) | (1 << 27) | (1 << 29);
-  const ext1Ecx = 1 << 0;
+  const APIC = 1 << 9;
+  const X2APIC = 1 << 21;
+  const TSC_DEADLINE = 1 << 24;
+  const HYPERVISOR = 1 << 31;
+  // AMD mirrors the leaf-1 EDX features it shares into 0x80000001 EDX (APM Vol. 3 E.4.2).
+  const AMD_MIRRORED = 0x0183f3ff;
+  const ext1Edx = CPUID_81_EDX | (vendor === 'amd' ? (CPUID_1_EDX | APIC) & AMD_MIRRORED : 0);
+  const la57 = (CPUID_7_ECX & (1 << 16)) !== 0;
   return [
-    e(0, 0xd, b, c, d),
-    e(1, signature, 0x00000800, leaf1Ecx, leaf1Edx),
-    // Leaf 7 EBX: FSGSBASE(0) SMEP(7) INVPCID(10) SMAP(20)
-    e(7, 0, (1 << 0) | (1 << 7) | (1 << 10) | (1 << 20), 0, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
-    e(0xd, 1, 0x240, 0x240, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
+    e(0, 7, b, c, d),
+    // EBX[15:8]: CLFLUSH line size in quadwords (64 bytes).
+    e(1, signature, 0x00000800, CPUID_1_ECX | X2APIC | TSC_DEADLINE | HYPERVISOR, CPUID_1_EDX | APIC),
+    e(7, 0, CPUID_7_EBX, CPUID_7_ECX, 0, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
     e(0x40000000, 0x40000001, 0x4b4d564b, 0x564b4d56, 0x4d, 0), // "KVMKVMKVM\0\0\0"
     e(0x40000001, 0, 0, 0, 0),
     e(0x80000000, 0x80000008, vendor === 'amd' ? b : 0, vendor === 'amd' ? c : 0, vendor === 'amd' ? d : 0),
-    e(0x80000001, vendor === 'amd' ? signature : 0, 0, ext1Ecx, ext1Edx),
-    e(0x80000008, 0x3028, 0, 0, 0), // 48-bit linear, 40-bit physical
+    e(0x80000001, vendor === 'amd' ? signature : 0, 0, CPUID_81_ECX, ext1Edx),
+    e(0x80000008, MAXPHYADDR | ((la57 ? 57 : 48) << 8), 0, 0, 0),
   ];
 }
 

@@ -1,6 +1,6 @@
 import { describe, it, expect } from '@jest/globals';
 import { GuestExitKind } from '../../src/cpu/guest-mode';
-import { hex, load, machine, realMode, writeGdt, identityMap4, w32, reg } from './harness';
+import { hex, load, machine, realMode, writeGdt, identityMap4, w32, w64, r32, reg, protMode } from './harness';
 
 describe('mode transitions', () => {
   it('boots real → protected → long mode and runs 64-bit code', () => {
@@ -29,5 +29,32 @@ describe('mode transitions', () => {
     expect(s.segSel[1]).toBe(0x18);
     expect(s.instructionsRetired).toBe(30);
     expect(s.tsc).toBe(30n);
+  });
+});
+
+describe('call gates', () => {
+  it('CALL through a 32-bit call gate to an inner privilege copies the gate\'s parameter count from the old stack', () => {
+    const m = machine();
+    protMode(m, 0x1000);
+    // Gate 0x48: 32-bit call gate, DPL 3, target 0x08:0x1800, 2 parameters.
+    const off = 0x1800;
+    const lo = (0x08 << 16) | (off & 0xffff);
+    const hi = (off & 0xffff0000) | 0x8000 | (3 << 13) | (0xc << 8) | 2;
+    w64(m, 0x500 + 9 * 8, (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0));
+    // TSS at base 0: ESP0 = 0x9000, SS0 = 0x10.
+    w32(m, 4, 0x9000); w32(m, 8, 0x10);
+    const s = m.cpu.state;
+    s.segSel[1] = 0x33; s.segAttr[1] = 0xc0fb;
+    for (const i of [0, 2, 3, 4, 5]) { s.segSel[i] = 0x3b; s.segAttr[i] = 0xc0f3; }
+    s.cpl = 3;
+    // push 0x11111111; push 0x22222222; call far 0x4b:0; (ring 0 at 0x1800:) hlt
+    load(m, 0x1000, hex('68 11 11 11 11 68 22 22 22 22 9a 00 00 00 00 4b 00 f4'));
+    load(m, 0x1800, hex('f4'));
+    expect(m.cpu.runGuest(m.rules, 100)).toBe(GuestExitKind.HALTED);
+    expect(s.cpl).toBe(0);
+    expect(s.segSel[1]).toBe(0x08);
+    expect(Number(reg(m, 4))).toBe(0x9000 - 6 * 4);
+    const words = Array.from({ length: 6 }, (_, i) => r32(m, 0x9000 - 24 + i * 4));
+    expect(words).toEqual([0x1011, 0x33, 0x22222222, 0x11111111, 0x6ff8, 0x3b]);
   });
 });
