@@ -241,3 +241,27 @@ export interface GuestModeRules {
   /** VMX-preemption timer: exit when `tsc` reaches this value (-1n: disabled). */
   preemptionDeadlineTsc: bigint;
 }
+
+/**
+ * Rules with no intercepts at all: the processor as bare hardware. Used outside guest mode
+ * (emulateInstruction) and by tests that run the processor directly; override fields as needed.
+ */
+export function passthroughRules(): GuestModeRules {
+  return {
+    insn: new Uint8Array(InterceptInsn.COUNT),
+    exceptionExits: () => false,
+    ioExits: () => false,
+    msrExits: () => false,
+    crWriteExits: () => false,
+    crReadExits: () => false,
+    crReadValue: (_cr, real) => real,
+    drExits: () => false,
+    irqWindowExiting: false,
+    nmiWindowExiting: false,
+    shutdownExits: false,
+    tdp: null,
+    tlbTag: 0,
+    monitorTrapFlag: false,
+    preemptionDeadlineTsc: -1n,
+  };
+}

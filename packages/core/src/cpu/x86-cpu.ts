@@ -2,7 +2,7 @@ import type { HostMemory } from '../mmu/host-memory';
 import { CpuState } from './state';
 import {
   ACCESS_FETCH, ACCESS_PAGE_WALK, ACCESS_READ, ACCESS_WRITE, ACCESS_USER,
-  EventType, GuestExit, GuestExitKind, GuestModeRules, InterceptInsn, PendingInjection,
+  EventType, GuestExit, GuestExitKind, GuestModeRules, InterceptInsn, PendingInjection, passthroughRules,
 } from './guest-mode';
 import {
   AC, ARITH, CF, DF, IF, NT, OF, PF, RF, SF, TF, VM, ZF, AF,
@@ -89,26 +89,6 @@ const NO_PORTS: PortBus = {
   out: () => undefined,
 };
 
-/** A rules object with no intercepts: used outside guest mode (emulateInstruction). */
-function noRules(): GuestModeRules {
-  return {
-    insn: new Uint8Array(InterceptInsn.COUNT),
-    exceptionExits: () => false,
-    ioExits: () => false,
-    msrExits: () => false,
-    crWriteExits: () => false,
-    crReadExits: () => false,
-    crReadValue: (_cr, real) => real,
-    drExits: () => false,
-    irqWindowExiting: false,
-    nmiWindowExiting: false,
-    shutdownExits: false,
-    tdp: null,
-    tlbTag: 0,
-    monitorTrapFlag: false,
-    preemptionDeadlineTsc: -1n,
-  };
-}
 
 // Pending-event codes (X86Cpu.pend).
 /** An exception is pending delivery (excVec/excErr/excHasErr/excAddr). */
@@ -296,7 +276,7 @@ export class X86Cpu {
     // The tier: the option, else TSVISOR_CPU_TIER from the environment (for runs through tools), else 'jit'.
     const envTier = typeof process !== 'undefined' && process.env ? process.env.TSVISOR_CPU_TIER : undefined;
     this.jitOn = (options.tier ?? envTier) !== 'interpreter';
-    this.rules = noRules();
+    this.rules = passthroughRules();
     const empty = new Uint8Array(0);
     for (let i = 0; i < TLB_SIZE; i++) this.tBuf[i] = empty;
     this.rng = (options.rngSeed ?? 1) | 0 || 1;
@@ -404,7 +384,7 @@ export class X86Cpu {
     this.syncOut();
     return res;
   }
-  private readonly emuRules = noRules();
+  private readonly emuRules = passthroughRules();
   private readonly snapLo = new Int32Array(16);
   private readonly snapHi = new Int32Array(16);
 

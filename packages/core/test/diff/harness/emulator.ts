@@ -12,7 +12,7 @@
  */
 import { HostMemory } from '../../../src/mmu/host-memory';
 import { X86Cpu, GuestPhysMap } from '../../../src/cpu/x86-cpu';
-import { GuestExitKind, GuestModeRules, InterceptInsn } from '../../../src/cpu/guest-mode';
+import { GuestExitKind, GuestModeRules, passthroughRules } from '../../../src/cpu/guest-mode';
 import { VcpuSreg } from '../../../src/ops/types';
 import { CODE_ADDR, DATA_ADDR, DiffInput, DiffOutput, PAGE_SIZE } from './native';
 import { hostCpuVendor } from './forms';
@@ -47,21 +47,11 @@ const PTE_P = 1, PTE_RW = 2, PTE_US = 4;
 /** Rules of a guest that intercepts nothing but wants every exception as an exit. */
 export function exceptionExitRules(): GuestModeRules {
   return {
-    insn: new U8Array(InterceptInsn.COUNT),
+    ...passthroughRules(),
     exceptionExits: () => true,
     ioExits: () => true,
     msrExits: () => true,
-    crWriteExits: () => false,
-    crReadExits: () => false,
-    crReadValue: (_cr, real) => real,
-    drExits: () => false,
-    irqWindowExiting: false,
-    nmiWindowExiting: false,
     shutdownExits: true,
-    tdp: null,
-    tlbTag: 0,
-    monitorTrapFlag: false,
-    preemptionDeadlineTsc: -1n,
   };
 }
 
