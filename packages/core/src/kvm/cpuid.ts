@@ -115,7 +115,7 @@ export function kvmEmulateCpuid(vcpu: KvmVcpu): number {
   const index = Number(vcpu.registerRead(KvmReg.RCX) & 0xffffffffn);
   const [a, b, c, d] = kvmCpuid(vcpu, fn, index);
   vcpu.kvm.stats.cpuidExits++;
-  vcpu.kvm.trace('kvm_cpuid', vcpu, () => `func ${fn.toString(16)} idx ${index.toString(16)} rax ${a.toString(16)} rbx ${b.toString(16)} rcx ${c.toString(16)} rdx ${d.toString(16)}`);
+  if (vcpu.kvm.tracing('kvm_cpuid')) vcpu.kvm.trace('kvm_cpuid', vcpu, () => `func ${fn.toString(16)} idx ${index.toString(16)} rax ${a.toString(16)} rbx ${b.toString(16)} rcx ${c.toString(16)} rdx ${d.toString(16)}`);
   vcpu.registerWrite(KvmReg.RAX, BigInt(a));
   vcpu.registerWrite(KvmReg.RBX, BigInt(b));
   vcpu.registerWrite(KvmReg.RCX, BigInt(c));

@@ -57,7 +57,7 @@ export function kvmEmulateHypercall(vcpu: KvmVcpu): number {
         ret = -KVM_ENOSYS;
     }
   }
-  kvm.trace('kvm_hypercall', vcpu, () => `nr 0x${nr.toString(16)} ret 0x${BigInt.asUintN(64, ret).toString(16)}`);
+  if (kvm.tracing('kvm_hypercall')) kvm.trace('kvm_hypercall', vcpu, () => `nr 0x${nr.toString(16)} ret 0x${BigInt.asUintN(64, ret).toString(16)}`);
   vcpu.registerWrite(KvmReg.RAX, BigInt.asUintN(64, ret));
   return kvm.skipEmulatedInstruction(vcpu);
 }
@@ -121,13 +121,13 @@ export function kvmEmulateInstruction(vcpu: KvmVcpu): number {
     case EmulationResult.DONE:
       if (bus.exitNeeded) {
         kvm.stats.mmioExits++;
-        kvm.trace('kvm_mmio', vcpu, () => `mmio write 0x${vcpu.run.mmio.physAddr.toString(16)} len ${vcpu.run.mmio.len}`);
+        if (kvm.tracing('kvm_mmio')) kvm.trace('kvm_mmio', vcpu, () => `mmio write 0x${vcpu.run.mmio.physAddr.toString(16)} len ${vcpu.run.mmio.len}`);
         return 0;
       }
       return 1;
     case EmulationResult.NEEDS_USERSPACE_READ: {
       kvm.stats.mmioExits++;
-      kvm.trace('kvm_mmio', vcpu, () => `mmio read 0x${vcpu.run.mmio.physAddr.toString(16)} len ${vcpu.run.mmio.len}`);
+      if (kvm.tracing('kvm_mmio')) kvm.trace('kvm_mmio', vcpu, () => `mmio read 0x${vcpu.run.mmio.physAddr.toString(16)} len ${vcpu.run.mmio.len}`);
       // complete_emulated_mmio: on return, cache the data and re-execute the instruction.
       vcpu.arch.completeUserspaceIo = (v) => {
         // Bounded: one fragment per exit, and an instruction reads at most a few.
@@ -161,7 +161,7 @@ export const PFERR_FETCH_MASK = 16;
  */
 export function kvmMmuPageFault(vcpu: KvmVcpu, gpa: bigint, errorCode: number, mmio = false): number {
   const kvm = vcpu.kvm;
-  kvm.trace('kvm_page_fault', vcpu, () => `address 0x${gpa.toString(16)} error_code 0x${errorCode.toString(16)}`);
+  if (kvm.tracing('kvm_page_fault')) kvm.trace('kvm_page_fault', vcpu, () => `address 0x${gpa.toString(16)} error_code 0x${errorCode.toString(16)}`);
   if (!mmio && kvm.mmu) {
     const r = kvm.mmu.pageFault(gpa, (errorCode & PFERR_WRITE_MASK) !== 0);
     if (r === TdpFaultResult.RETRY) {

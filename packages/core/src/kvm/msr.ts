@@ -162,7 +162,7 @@ export function kvmEmulateRdmsr(vcpu: KvmVcpu): number {
   const ecx = Number(vcpu.registerRead(KvmReg.RCX) & 0xffffffffn);
   const msr: MsrData = { hostInitiated: false, index: ecx, data: 0n };
   vcpu.kvm.stats.msrReads++;
-  vcpu.kvm.trace('kvm_msr', vcpu, `msr_read ${ecx.toString(16)}`);
+  if (vcpu.kvm.tracing('kvm_msr')) vcpu.kvm.trace('kvm_msr', vcpu, `msr_read ${ecx.toString(16)}`);
   if (vcpu.kvm.ops.getMsr(vcpu, msr) !== 0) {
     vcpu.kvm.queueException(vcpu, X86Vector.GP, 0);
     return 1;
@@ -207,7 +207,7 @@ export function kvmEmulateWrmsr(vcpu: KvmVcpu): number {
   const data = ((vcpu.registerRead(KvmReg.RDX) & 0xffffffffn) << 32n) | (vcpu.registerRead(KvmReg.RAX) & 0xffffffffn);
   const msr: MsrData = { hostInitiated: false, index: ecx, data };
   vcpu.kvm.stats.msrWrites++;
-  vcpu.kvm.trace('kvm_msr', vcpu, `msr_write ${ecx.toString(16)} = 0x${data.toString(16)}`);
+  if (vcpu.kvm.tracing('kvm_msr')) vcpu.kvm.trace('kvm_msr', vcpu, `msr_write ${ecx.toString(16)} = 0x${data.toString(16)}`);
   if (kvmSetMsr(vcpu, msr).r !== 0) {
     vcpu.kvm.queueException(vcpu, X86Vector.GP, 0);
     return 1;

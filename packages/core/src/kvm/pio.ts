@@ -11,7 +11,7 @@ export function kvmFastPio(vcpu: KvmVcpu, size: number, port: number, isIn: bool
   const kvm = vcpu.kvm;
   const run = vcpu.run;
   const data = run.page.subarray(KVM_PIO_PAGE_OFFSET, KVM_PIO_PAGE_OFFSET + size);
-  kvm.trace('kvm_pio', vcpu, () => `pio_${isIn ? 'read' : 'write'} at 0x${port.toString(16)} size ${size}`);
+  if (kvm.tracing('kvm_pio')) kvm.trace('kvm_pio', vcpu, () => `pio_${isIn ? 'read' : 'write'} at 0x${port.toString(16)} size ${size}`);
   if (!isIn) {
     const v = vcpu.registerRead(KvmReg.RAX) & sizeMask(size);
     for (let i = 0; i < size; i++) data[i] = Number((v >> BigInt(8 * i)) & 0xffn);

@@ -168,7 +168,7 @@ function injectPendingEvent(vcpu: KvmVcpu): void {
     if (v >= 0) {
       kvmQueueInterrupt(vcpu, v, false);
       vcpu.kvm.stats.irqInjections++;
-      vcpu.kvm.trace('kvm_inj_virq', vcpu, `irq ${v}`);
+      if (vcpu.kvm.tracing('kvm_inj_virq')) vcpu.kvm.trace('kvm_inj_virq', vcpu, `irq ${v}`);
       ops.setIrq(vcpu);
     }
   }
@@ -204,7 +204,7 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
     if (kvmCpuHasInjectableIntr(vcpu) || reqIntWin) ops.enableIrqWindow(vcpu);
   }
   ops.prepareGuestSwitch(vcpu);
-  kvm.trace('kvm_entry', vcpu, () => `vcpu ${vcpu.vcpuId}`);
+  if (kvm.tracing('kvm_entry')) kvm.trace('kvm_entry', vcpu, () => `vcpu ${vcpu.vcpuId}`);
   const fastpath = ops.run(vcpu);
   kvm.stats.exits++;
   ops.handleExitIrqoff(vcpu);
