@@ -6,3 +6,4 @@ export * from './pic';
 export * from './irq-routing';
 export * from './irqchip';
 export * from './apic-msr';
+export * from './i8254';

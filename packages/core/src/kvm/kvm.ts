@@ -19,6 +19,7 @@ import type { IrqSource } from '../irqchip/irq-source';
 import { KvmIrqchip } from '../irqchip/irqchip';
 import type { KvmIrqRoutingEntry } from '../irqchip/irq-routing';
 import { KvmIrqRoutingTable } from '../irqchip/irq-routing';
+import { KvmPit, KvmPitState2, KVM_PIT_BASE_ADDRESS, KVM_PIT_MEM_LENGTH, KVM_PIT_SPEAKER_DUMMY, KVM_SPEAKER_BASE_ADDRESS } from '../irqchip/i8254';
 import { KvmClock, KvmClockMode } from './clock';
 
 /** KVM_MAX_VCPUS / KVM_MAX_VCPU_ID on x86 (5.8). */
@@ -73,6 +74,8 @@ export class Kvm {
   irqSource: IrqSource | null = null;
   /** The in-kernel PIC, IOAPIC and LAPICs (KVM_CREATE_IRQCHIP), or null. */
   irqchip: KvmIrqchip | null = null;
+  /** The in-kernel 8254 (KVM_CREATE_PIT2), or null (kvm->arch.vpit). */
+  pit: KvmPit | null = null;
   /** Guest time and timers (see kvm/clock.ts). */
   readonly clock: KvmClock = new KvmClock(this);
   /** The vCPU inside KVM_RUN right now (set by the run loop): in-kernel devices act in its context. */
@@ -257,6 +260,43 @@ export class Kvm {
   /** The routing table in force. */
   getGsiRouting(): KvmIrqRoutingEntry[] {
     return this.irqchip?.routing.entries() ?? [];
+  }
+
+  // ---- KVM_CREATE_PIT2 / KVM_GET_PIT2 / KVM_SET_PIT2
+
+  /**
+   * KVM_CREATE_PIT2: the 8254 at 0x40–0x43 in the kernel, counter 0 driving GSI 0 on the VM
+   * clock; with KVM_PIT_SPEAKER_DUMMY also port 0x61. Needs the in-kernel irqchip (ENXIO
+   * without one — KVM's API says the call is valid only after KVM_CREATE_IRQCHIP); EEXIST on
+   * a second call; EINVAL for flags KVM does not define.
+   */
+  createPit2(flags = 0): KvmPit {
+    this.checkAlive();
+    if (this.pit) throw new KvmError('EEXIST', 'KVM_CREATE_PIT2: this VM already has an in-kernel PIT');
+    if (!this.irqchip) throw new KvmError('ENXIO', 'KVM_CREATE_PIT2: the VM has no in-kernel irqchip (call createIrqchip() first)');
+    if (!Number.isInteger(flags) || flags & ~KVM_PIT_SPEAKER_DUMMY) {
+      throw new KvmError('EINVAL', `KVM_CREATE_PIT2: flags 0x${Number(flags).toString(16)} has bits other than KVM_PIT_SPEAKER_DUMMY (1)`);
+    }
+    const pit = new KvmPit(this, flags);
+    this.pioBus.register(KVM_PIT_BASE_ADDRESS, KVM_PIT_MEM_LENGTH, pit.dev);
+    // KVM registers 4 ports at 0x61 but answers only 0x61 itself; one port claims the same.
+    if (flags & KVM_PIT_SPEAKER_DUMMY) this.pioBus.register(KVM_SPEAKER_BASE_ADDRESS, 1, pit.speakerDev);
+    this.pit = pit;
+    return pit;
+  }
+
+  /** KVM_GET_PIT2. */
+  getPit2(): KvmPitState2 {
+    this.checkAlive();
+    if (!this.pit) throw new KvmError('ENXIO', 'KVM_GET_PIT2: the VM has no in-kernel PIT (call createPit2() first)');
+    return this.pit.getState();
+  }
+
+  /** KVM_SET_PIT2 (EINVAL names a field out of range). */
+  setPit2(state: KvmPitState2): void {
+    this.checkAlive();
+    if (!this.pit) throw new KvmError('ENXIO', 'KVM_SET_PIT2: the VM has no in-kernel PIT (call createPit2() first)');
+    this.pit.setState(state);
   }
 
   /** KVM_GET_SUPPORTED_CPUID for this VM's backend. */

@@ -9,7 +9,6 @@ export * from './firmware';
 export * from './devices/uart16550';
 export * from './devices/debugcon';
 export * from './devices/debug-exit';
-export * from './devices/pit8254';
 export * from './devices/rtc-cmos';
 export * from './devices/system-control';
 export * from './devices/acpi-pm';

@@ -1,7 +1,7 @@
 /**
  * `Machine`: a PC built as a userspace VMM on core's KVM-shaped API, the way kvmtool drives
  * /dev/kvm. It creates the VM (KVM_CREATE_VM with the given backend), guest RAM as memslots
- * (q35 layout: see memory.ts), the in-kernel irqchip when core offers one, the platform
+ * (q35 layout: see memory.ts), the in-kernel irqchip and 8254 PIT, the platform
  * devices on a userspace port bus and MMIO bus, the built-in firmware, the guest image, and
  * N vCPUs; then it runs them.
  *
@@ -17,6 +17,7 @@
  */
 import type { DependencyContainer } from 'tsyringe';
 import { Kvm, TraceSink } from '../kvm/kvm';
+import { KvmPit, KVM_PIT_SPEAKER_DUMMY } from '../irqchip/i8254';
 import { KvmExitReason, KvmInternalError, KvmSystemEventType, exitReasonName } from '../kvm/run';
 import { KvmMpState, KvmVcpu } from '../kvm/vcpu';
 import type { BackendClass } from '../ops/backend';
@@ -29,7 +30,6 @@ import { Hpet } from './devices/hpet';
 import { PciBus, q35HostBridge } from './devices/pci';
 import { PciTestdev } from './devices/pci-testdev';
 import { PcTestdev } from './devices/pc-testdev';
-import { Pit8254 } from './devices/pit8254';
 import { RtcCmos, RTC_IRQ } from './devices/rtc-cmos';
 import { SystemControl } from './devices/system-control';
 import { COM1_IRQ, Uart16550 } from './devices/uart16550';
@@ -223,7 +223,8 @@ export class Machine {
   readonly irqLine: IrqLine;
   readonly irqchip: boolean;
   readonly uart: Uart16550;
-  readonly pit: Pit8254;
+  /** The in-kernel 8254, with port 0x61 (KVM_CREATE_PIT2 with KVM_PIT_SPEAKER_DUMMY). */
+  readonly pit: KvmPit;
   readonly rtc: RtcCmos;
   readonly hpet: Hpet;
   readonly pm: AcpiPm;
@@ -302,9 +303,8 @@ export class Machine {
         reason: 'debug-exit', status: v, debugExitValue: v,
         message: `guest wrote 0x${v.toString(16)} to isa-debug-exit (QEMU would exit with ${qemuDebugExitStatus(v)})`,
       })).attach(this.ports);
-      this.pit = new Pit8254(this.clock, pin(0));
-      // With an in-kernel irqchip KVM would also offer an in-kernel PIT; the platform's answers on KVM_EXIT_IO.
-      this.pit.attach(this.ports);
+      // The 8254 (0x40–0x43) and port 0x61 are in the kernel: no KVM_EXIT_IO reaches the platform for them.
+      this.pit = this.kvm.createPit2(KVM_PIT_SPEAKER_DUMMY);
       const rtcDate = options.rtcDate ?? (mode === 'host' ? new Date() : new Date(Date.UTC(2024, 0, 1)));
       this.rtc = new RtcCmos(this.clock, pin(RTC_IRQ), rtcDate, { ...layout, cpus: smp });
       this.rtc.attach(this.ports);

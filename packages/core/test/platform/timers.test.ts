@@ -1,83 +1,11 @@
 import {
-  IoPortBus, MmioRegionBus, IrqPin, RecordingIrqLine, ManualClock, Pit8254, PIT_FREQ_HZ, RtcCmos, RTC_IRQ,
+  IoPortBus, MmioRegionBus, IrqPin, RecordingIrqLine, ManualClock, RtcCmos, RTC_IRQ,
   REG_B_PIE, REG_B_UIE, REG_B_24H, REG_B_DM, REG_C_PF, REG_C_UF, REG_C_IRQF, AcpiPm, PM_TMR_BLK, PM_TIMER_HZ, PM1A_CNT_BLK,
   Hpet, HPET_BASE, HPET_CFG, HPET_COUNTER, HPET_TN_CFG, HPET_TN_CMP, HPET_STATUS, TN_ENABLE, TN_PERIODIC, TN_LEVEL, TN_SETVAL, TN_32BIT,
   setCmosMemory,
 } from '../../src';
 
 const ns = (ticks: number, hz: number) => Math.ceil((ticks * 1e9) / hz);
-
-describe('8254 PIT', () => {
-  function setup() {
-    const clock = new ManualClock();
-    const line = new RecordingIrqLine();
-    const pit = new Pit8254(clock, new IrqPin(line, 0));
-    const bus = new IoPortBus();
-    pit.attach(bus);
-    return { clock, line, pit, bus };
-  }
-
-  it('counts down at 1.193182 MHz and latches the count', () => {
-    const { clock, bus } = setup();
-    bus.write(0x43, 1, 0x34); // channel 0, lobyte/hibyte, mode 2
-    bus.write(0x40, 1, 0x00);
-    bus.write(0x40, 1, 0x10); // 0x1000
-    clock.advance(ns(0x100, PIT_FREQ_HZ));
-    bus.write(0x43, 1, 0x00); // counter latch
-    clock.advance(ns(0x200, PIT_FREQ_HZ)); // the latched value does not move
-    const v = bus.read(0x40, 1) | (bus.read(0x40, 1) << 8);
-    expect(v).toBe(0x1000 - 0x100);
-    const live = bus.read(0x40, 1) | (bus.read(0x40, 1) << 8);
-    expect(live).toBe(0x1000 - 0x300);
-  });
-
-  it('raises IRQ 0 once per period in mode 2 (rate generator)', () => {
-    const { clock, line, bus } = setup();
-    bus.write(0x43, 1, 0x34);
-    bus.write(0x40, 1, 1193 & 0xff);
-    bus.write(0x40, 1, 1193 >> 8); // ~1 kHz
-    clock.advance(10_000_000); // 10 ms
-    expect(line.edges(0)).toBe(10);
-  });
-
-  it('mode 0 raises IRQ 0 once at terminal count and keeps the output high', () => {
-    const { clock, line, bus, pit } = setup();
-    bus.write(0x43, 1, 0x30); // mode 0
-    bus.write(0x40, 1, 100);
-    bus.write(0x40, 1, 0);
-    clock.advance(ns(99, PIT_FREQ_HZ));
-    expect(line.edges(0)).toBe(0);
-    expect(pit.output(0)).toBe(false);
-    clock.advance(ns(5, PIT_FREQ_HZ));
-    expect(line.edges(0)).toBe(1);
-    expect(pit.output(0)).toBe(true);
-    clock.advance(1_000_000);
-    expect(line.edges(0)).toBe(1);
-  });
-
-  it('mode 3 square wave counts by two and reads back status', () => {
-    const { clock, bus } = setup();
-    bus.write(0x43, 1, 0x36); // channel 0, lo/hi, mode 3
-    bus.write(0x40, 1, 0);
-    bus.write(0x40, 1, 1); // 256
-    clock.advance(ns(10, PIT_FREQ_HZ));
-    bus.write(0x43, 1, 0xe2); // read-back: status only, channel 0
-    expect(bus.read(0x40, 1) & 0x3f).toBe(0x36); // rw=3, mode 3
-    bus.write(0x43, 1, 0x00);
-    expect(bus.read(0x40, 1) | (bus.read(0x40, 1) << 8)).toBe(256 - 20);
-  });
-
-  it('gates channel 2 with port 0x61 and reports its output in bit 5', () => {
-    const { clock, bus } = setup();
-    bus.write(0x61, 1, 0x01); // gate on
-    bus.write(0x43, 1, 0xb0); // channel 2, lo/hi, mode 0
-    bus.write(0x42, 1, 10);
-    bus.write(0x42, 1, 0);
-    expect(bus.read(0x61, 1) & 0x20).toBe(0);
-    clock.advance(ns(11, PIT_FREQ_HZ));
-    expect(bus.read(0x61, 1) & 0x21).toBe(0x21);
-  });
-});
 
 describe('CMOS RTC', () => {
   function setup(mem = { belowFourG: 256 * 2 ** 20, aboveFourG: 0, cpus: 2 }) {
