@@ -22,6 +22,7 @@ import {
 } from '@tsvisor/core';
 import { RunOptions } from './args';
 import { resolveBackend, ResolvedBackend } from './backends';
+import { DEMO_GUEST, demoGuestImage } from './demo-guest';
 import { CliIo } from './io';
 import { ByteSink, Outputs } from './outputs';
 import { describeEnd, reportLines, runJson, RunEnd, statsLines } from './report';
@@ -83,12 +84,9 @@ async function runMachine(opts: RunOptions, io: CliIo, backend: ResolvedBackend,
     } : {}),
   };
   if (!kernel) {
-    // The built-in demo: a flat real-mode image (real → protected → long mode, banner, WRMSR FS_BASE, HLT).
-    // Loaded lazily: only `tsvisor run` without a guest needs the testkit (and iced-x86's encoder).
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const testkit = require('@tsvisor/testkit') as typeof import('@tsvisor/testkit');
-    const demo = testkit.buildDemoGuest();
-    Object.assign(options, { kernel: { name: 'demo', data: demo.image }, format: 'flat', mode: 'real', loadAddr: demo.loadAddress, entry: demo.entry });
+    // The built-in demo: a flat real-mode image (real → protected → long mode, banner, WRMSR FS_BASE, HLT),
+    // testkit's buildDemoGuest() prebuilt (demo-guest.ts), so no assembler is loaded to start it.
+    Object.assign(options, { kernel: { name: 'demo', data: demoGuestImage() }, format: 'flat', mode: 'real', loadAddr: DEMO_GUEST.loadAddress, entry: DEMO_GUEST.entry });
   }
 
   machine = createMachine(options, backend);
