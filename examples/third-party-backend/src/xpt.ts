@@ -33,45 +33,53 @@ export const XPT_FORMAT: TdpFormat = {
   mtMask: () => 0n,
 };
 
-/** The XPT walk. */
+// Entry bits as 32-bit halves: R, W, X, A, D in the low half; the MMIO marker is bit 30 of the high half.
+const L_R = 0x1, L_W = 0x2, L_X = 0x4, L_A = 0x20, L_D = 0x40;
+const H_MMIO = 1 << 30;
+const TWO32 = 0x1_0000_0000;
+const A_WRITE = ACCESS_WRITE;
+const A_FETCH = ACCESS_FETCH;
+const A_PAGE_WALK = ACCESS_PAGE_WALK;
+
+/** The XPT walk: entries read as two 32-bit halves (no BigInt on the processor's TLB-miss path). */
 export class XptWalker implements TdpWalker {
   readonly rootTag: number;
   constructor(private readonly host: HostMemory, readonly root: number) {
     this.rootTag = root;
   }
 
-  translate(gpa: bigint, access: number, gla: bigint, glaValid: boolean, exit: GuestExit): number {
-    const g = Number(gpa);
+  translate(gpa: number, access: number, gla: number, glaValid: boolean, exit: GuestExit): number {
     let table = this.root;
     for (let level = 4; level >= 1; level--) {
-      const ea = table + (Math.floor(g / 2 ** (12 + 9 * (level - 1))) % 512) * 8;
-      const e = this.host.read64(ea);
-      if (e & MMIO) return this.fault(exit, GuestExitKind.MMIO, gpa, access, gla, glaValid, 0);
-      if (!(e & (R | W | X))) return this.fault(exit, GuestExitKind.TDP_FAULT, gpa, access, gla, glaValid, 0);
+      const ea = table + (Math.floor(gpa / 2 ** (12 + 9 * (level - 1))) % 512) * 8;
+      const lo = this.host.read32(ea), hi = this.host.read32(ea + 4);
+      if (hi & H_MMIO) return this.fault(exit, GuestExitKind.MMIO, gpa, access, gla, glaValid, 0);
+      if (!(lo & (L_R | L_W | L_X))) return this.fault(exit, GuestExitKind.TDP_FAULT, gpa, access, gla, glaValid, 0);
+      const addr = ((lo & 0xffff_f000) >>> 0) + (hi & 0xf_ffff) * TWO32;
       if (level > 1) {
-        table = Number(e & ADDR);
+        table = addr;
         continue;
       }
-      const perms = (e & R ? 1 : 0) | (e & W ? ACCESS_WRITE : 0) | (e & X ? ACCESS_FETCH : 0);
-      if (((access & ACCESS_WRITE) && !(e & W)) || ((access & ACCESS_FETCH) && !(e & X)) || !(e & R)) {
+      const perms = (lo & L_R ? 1 : 0) | (lo & L_W ? A_WRITE : 0) | (lo & L_X ? A_FETCH : 0);
+      if (((access & A_WRITE) && !(lo & L_W)) || ((access & A_FETCH) && !(lo & L_X)) || !(lo & L_R)) {
         return this.fault(exit, GuestExitKind.TDP_FAULT, gpa, access, gla, glaValid, perms);
       }
-      const ne = e | A | (access & ACCESS_WRITE ? D : 0n);
-      if (ne !== e) this.host.write64(ea, ne);
-      return Number(e & ADDR);
+      const ne = lo | L_A | (access & A_WRITE ? L_D : 0);
+      if ((ne >>> 0) !== lo) this.host.write32(ea, ne);
+      return addr;
     }
     return -1;
   }
 
-  private fault(exit: GuestExit, kind: GuestExitKind, gpa: bigint, access: number, gla: bigint, glaValid: boolean, perms: number): number {
+  private fault(exit: GuestExit, kind: GuestExitKind, gpa: number, access: number, gla: number, glaValid: boolean, perms: number): number {
     exit.kind = kind;
-    exit.gpa = gpa;
-    exit.gla = gla;
+    exit.gpa = BigInt(gpa);
+    exit.gla = BigInt.asUintN(64, BigInt(gla));
     exit.glaValid = glaValid;
     exit.access = access;
     exit.tdpPermissions = perms;
     exit.reservedBit = false;
-    exit.finalTranslation = (access & ACCESS_PAGE_WALK) === 0;
+    exit.finalTranslation = (access & A_PAGE_WALK) === 0;
     return -1;
   }
 }

@@ -11,6 +11,7 @@ export * from './mmu/tdp';
 export * from './cpu/state';
 export * from './cpu/guest-mode';
 export * from './cpu/x86-cpu';
+export { MAXPHYADDR } from './cpu/consts';
 export * from './irqchip';
 export * from './kvm/clock';
 export * from './platform';

@@ -19,6 +19,8 @@ import { dumpVmcb } from './dump';
 import { svmClearVintr, svmSetInterceptBit } from './intercepts';
 import { svmHandleUd } from './hypercall';
 import { avicIncompleteIpiInterception, avicUnacceleratedAccessInterception } from './avic';
+import { crTrap, eferTrap } from './write-traps';
+import { taskSwitchInterception } from './task-switch';
 
 export type SvmExitHandler = (vcpu: KvmVcpu, svm: VcpuSvm) => number;
 
@@ -325,7 +327,7 @@ export const svmExitHandlers: ReadonlyMap<number, SvmExitHandler> = new Map<numb
   [SvmExit.SMI, nopOnInterception],
   [SvmExit.INIT, nopOnInterception],
   [SvmExit.VINTR, interruptWindowInterception],
-  [SvmExit.CPUID, (vcpu) => kvmEmulateCpuid(vcpu)],
+  [SvmExit.CPUID, kvmEmulateCpuid], // (bound once: a wrapper would read the export getter at every exit)
   [SvmExit.IRET, iretInterception],
   [SvmExit.INVD, skipInterception],
   [SvmExit.HLT, (vcpu) => kvmEmulateHalt(vcpu)],
@@ -357,8 +359,10 @@ export const svmExitHandlers: ReadonlyMap<number, SvmExitHandler> = new Map<numb
   [SvmExit.LDTR_READ, descriptorAccessInterception], [SvmExit.TR_READ, descriptorAccessInterception],
   [SvmExit.IDTR_WRITE, descriptorAccessInterception], [SvmExit.GDTR_WRITE, descriptorAccessInterception],
   [SvmExit.LDTR_WRITE, descriptorAccessInterception], [SvmExit.TR_WRITE, descriptorAccessInterception],
+  [SvmExit.EFER_WRITE_TRAP, eferTrap], [SvmExit.CR0_WRITE_TRAP, crTrap], [SvmExit.CR4_WRITE_TRAP, crTrap], [SvmExit.CR8_WRITE_TRAP, crTrap],
   [SvmExit.AVIC_INCOMPLETE_IPI, avicIncompleteIpiInterception],
   [SvmExit.AVIC_UNACCELERATED_ACCESS, avicUnacceleratedAccessInterception],
+  [SvmExit.TASK_SWITCH, taskSwitchInterception],
 ]);
 
 /** svm_handle_exit. */

@@ -12,15 +12,15 @@
  * with the rest, which is the combined effect.
  */
 import {
-  CrAccessType, EventType, GuestExit, GuestExitKind, GuestModeRules, HostMemory, InterceptInsn, KvmSegment,
-  TdpWalker, X86Cpu, emptySegment,
+  ACCESS_WRITE, ApicPageHandler, Cr8Virtualization, CrAccessType, EventType, GuestExit, GuestExitKind, GuestModeRules, HostMemory, InterceptInsn,
+  TdpWalker, X86Cpu,
 } from '@tsvisor/core';
 import {
-  CLEAN_GROUPS, fieldBytes, Intercept1, Intercept2, Intercept3, SREG_FIELDS,
+  AVIC_ENABLE_MASK, CLEAN_GROUPS, fieldBytes, Intercept1, Intercept2, Intercept3, INTERCEPT2_CR_WRITE_TRAP_SHIFT, SREG_FIELDS,
   SVM_INTERRUPT_SHADOW_MASK, SVM_NESTED_CTL_NP_ENABLE, TlbControl, V_IRQ_MASK, V_TPR_MASK, VMCB_CONTROL, VMCB_SAVE,
   VMCB_SIZE, VmcbCleanBit,
 } from './vmcb/layout';
-import { Vmcb, attribToCpu, cpuToAttrib } from './vmcb/vmcb';
+import { ALL_CLEAN_GROUPS, Vmcb, attribToCpu, cpuToAttrib } from './vmcb/vmcb';
 import { Iopm, Msrpm } from './vmcb/permission-maps';
 import { vmrunConsistencyCheck, VmrunCheckFailure } from './vmcb/checks';
 import {
@@ -30,6 +30,7 @@ import {
   SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE, SVM_EXITINFOSHIFT_TS_REASON_IRET, SVM_EXITINFOSHIFT_TS_REASON_JMP,
 } from './vmcb/exit-codes';
 import { NptWalker, npfErrorCode } from './npt/npt';
+import { AvicHardware, AVIC_UNACCEL_ACCESS_WRITE_BIT } from './avic-hardware';
 
 /** InterceptInsn → (intercept vector word, bit) as APM Table B-1 assigns them. */
 const INSN_INTERCEPTS: ReadonlyArray<[InterceptInsn, 'MISC1' | 'MISC2' | 'MISC3', number]> = [
@@ -86,12 +87,26 @@ const INSN_EXIT_CODE: Partial<Record<InterceptInsn, number>> = {
   [InterceptInsn.XSETBV]: SvmExit.XSETBV, [InterceptInsn.INVPCID]: SvmExit.INVPCID,
 };
 
-/** CLEAN_GROUPS as flat [offset, length, …] byte ranges, for the copy at every VMRUN. */
+/** CLEAN_GROUPS as flat [offset, length, …] byte ranges, for the overlay of stale clean groups. */
 const CLEAN_RANGES: readonly number[][] = Array.from({ length: VmcbCleanBit.COUNT }, (_, bit) =>
   CLEAN_GROUPS[bit].flatMap((fld) => [fld.offset, fieldBytes(fld)]));
+// @tsvisor/core's exports are getters on a dictionary-mode object: the #VMEXIT path reads the
+// enums through these module-level references instead.
+const K = GuestExitKind;
+const II = InterceptInsn;
+const CA = CrAccessType;
+
+/** The groups the VMRUN consistency checks read (APM 15.5.1), EVENTINJ apart. */
+const CHECKED_GROUPS = (1 << VmcbCleanBit.I) | (1 << VmcbCleanBit.IOPM) | (1 << VmcbCleanBit.ASID) |
+  (1 << VmcbCleanBit.CRX) | (1 << VmcbCleanBit.DRX) | (1 << VmcbCleanBit.SEG);
+
+/** CR8 values as bigints (V_TPR is 4 bits): no BigInt built per VMRUN. */
+const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigInt(i));
 
 /** CR0 bits a selective CR0 write may change without exiting (APM 15.9.2): TS and MP. */
 const SVM_CR0_SELECTIVE_MASK = (1n << 3n) | (1n << 1n);
+/** runWithPauseFilter: no PAUSE seen yet (a constant: `-1n` in an expression negates, and allocates, each time). */
+const NO_PAUSE_TSC = -1n;
 
 /**
  * The guest-mode rules of one VMRUN, derived from the (effective) VMCB: the intercept
@@ -142,13 +157,19 @@ export class SvmGuestModeRules implements GuestModeRules {
   drExits(dr: number, isWrite: boolean): boolean {
     return ((this.interceptDr >>> (dr + (isWrite ? 16 : 0))) & 1) === 1;
   }
+  /** Intercept vector 4 bits 31:16: CR0–15 write traps (APM Table B-1), taken after the write completes. */
+  crWriteTraps(cr: number): boolean {
+    return ((this.misc2 >>> (INTERCEPT2_CR_WRITE_TRAP_SHIFT + cr)) & 1) === 1;
+  }
+  /** Intercept vector 4 bit 15: EFER write trap. */
+  eferWriteTraps = false;
+  /** Intercept vector 3 bit 3 (APM Table B-1): an INIT signal in the guest is #VMEXIT(INIT). */
+  initSipiExits = false;
+  /** AVIC (APM 15.29): the APIC BAR page and CR8 go to the backing page while AVIC_ENABLE is set. */
+  apicPage: ApicPageHandler | null = null;
+  cr8: Cr8Virtualization | null = null;
 }
 
-/** The processor's copy of the clean-bit-covered VMCB fields (APM 15.15.3). */
-interface VmcbCache {
-  pa: number;
-  bytes: Uint8Array;
-}
 
 export interface VmrunResult {
   /** The consistency check that failed (EXITCODE = VMEXIT_INVALID), or null. */
@@ -163,7 +184,15 @@ export interface VmrunResult {
  */
 export class SvmHardware {
   readonly rules: SvmGuestModeRules;
-  private cache: VmcbCache | null = null;
+  /** The processor's AVIC unit (avic-hardware.ts). */
+  readonly avic: AvicHardware;
+  /**
+   * Host-physical address of the VMCB whose clean-bit groups the processor holds (-1: none).
+   * The copy itself is kept copy-on-write with the VMCB object (Vmcb.cachedWords).
+   */
+  private cachePa = -1;
+  /** X86Cpu.stateEpoch at the last #VMEXIT: unchanged means nothing but guest execution touched the processor since. */
+  private heldEpoch = -1;
   /** Scratch page: the VMCB as this VMRUN sees it (memory overlaid with clean cached groups). */
   private readonly effective = new Vmcb(new Uint8Array(VMCB_SIZE), -1);
   private iopmCache: Iopm | null = null;
@@ -171,17 +200,17 @@ export class SvmHardware {
   private readonly insnFrom = [NaN, NaN, NaN];
   private msrpmCache: Msrpm | null = null;
   private walker: NptWalker | null = null;
-  private readonly seg: KvmSegment = emptySegment();
   /** Flushes performed because of TLB_CONTROL (for tests and statistics). */
   tlbControlFlushes = 0;
 
   constructor(readonly cpu: X86Cpu, readonly host: HostMemory) {
     this.rules = new SvmGuestModeRules(cpu);
+    this.avic = new AvicHardware(cpu, host);
   }
 
   /** Forget the cached VMCB (as a different VMCB or a processor reset would). */
   invalidateCache(): void {
-    this.cache = null;
+    this.cachePa = -1;
   }
 
   /**
@@ -191,27 +220,25 @@ export class SvmHardware {
    * group's clean bit therefore runs with the stale value, as on hardware.
    */
   effectiveVmcb(vmcb: Vmcb): Vmcb {
+    if (vmcb.pa !== this.cachePa) return vmcb;
+    // A clean group nobody wrote since #VMEXIT reads the same from memory as from the copy:
+    // only a group changed without clearing its clean bit makes the VMCB differ from memory.
+    const stale = vmcb.read32(VMCB_CONTROL.VMCB_CLEAN) & vmcb.writtenGroups;
+    if (stale === 0) return vmcb;
     const eff = this.effective;
     eff.bytes.set(vmcb.bytes);
-    const c = this.cache;
-    if (c && c.pa === vmcb.pa) {
-      const clean = vmcb.read32(VMCB_CONTROL.VMCB_CLEAN);
-      const dst = eff.bytes;
-      const src = c.bytes;
-      for (let bit = 0; bit < VmcbCleanBit.COUNT; bit++) {
-        if (!((clean >>> bit) & 1)) continue;
-        const ranges = CLEAN_RANGES[bit];
-        for (let i = 0; i < ranges.length; i += 2) {
-          for (let o = ranges[i], end = o + ranges[i + 1]; o < end; o++) dst[o] = src[o];
+    const dst = eff.view;
+    const cached = vmcb.cachedWords;
+    for (let bit = 0; bit < VmcbCleanBit.COUNT; bit++) {
+      if (!((stale >>> bit) & 1)) continue;
+      const ranges = CLEAN_RANGES[bit];
+      for (let i = 0; i < ranges.length; i += 2) {
+        for (let o = ranges[i], end = o + ranges[i + 1]; o < end; o++) {
+          dst.setUint8(o, (cached[o >> 2] >>> (8 * (o & 3))) & 0xff);
         }
       }
     }
     return eff;
-  }
-
-  private rememberCache(vmcb: Vmcb, from: Vmcb): void {
-    if (!this.cache || this.cache.pa !== vmcb.pa) this.cache = { pa: vmcb.pa, bytes: new Uint8Array(VMCB_SIZE) };
-    this.cache.bytes.set(from.bytes);
   }
 
   /**
@@ -220,22 +247,33 @@ export class SvmHardware {
    */
   vmrun(vmcb: Vmcb, budget: number): VmrunResult {
     const eff = this.effectiveVmcb(vmcb);
-    const failure = vmrunConsistencyCheck(eff);
+    // Groups VMRUN takes from the processor's copy (clean bits set, the copy is this VMCB's): their
+    // values are what the last #VMEXIT stored, and the processor still holds them unless it ran
+    // outside guest mode since (emulation or reset: X86Cpu.stateEpoch moved).
+    const clean = this.cachePa === vmcb.pa ? vmcb.read32(VMCB_CONTROL.VMCB_CLEAN) : 0;
+    const held = this.cpu.stateEpoch === this.heldEpoch ? clean : 0;
+    // APM 15.5.1 checks: state the processor itself stored at #VMEXIT is consistent by
+    // construction, so they run when a group they read was not served from the copy (or an
+    // event is being injected).
+    const failure = (clean & CHECKED_GROUPS) === CHECKED_GROUPS && !(eff.readLo(VMCB_CONTROL.EVENTINJ) & SVM_EVTINJ_VALID)
+      ? null : vmrunConsistencyCheck(eff);
     if (failure) {
       // APM 15.5.1: an illegal state makes VMRUN exit at once with VMEXIT_INVALID; no guest state is loaded.
       vmcb.write64(VMCB_CONTROL.EXITCODE, SVM_EXIT_ERR_U64);
       vmcb.write64(VMCB_CONTROL.EXITINFO1, 0n);
       vmcb.write64(VMCB_CONTROL.EXITINFO2, 0n);
       vmcb.write64(VMCB_CONTROL.EXITINTINFO, 0n);
-      this.cache = null;
+      this.cachePa = -1;
       return { failure, kind: GuestExitKind.NONE };
     }
     this.tlbControl(eff);
-    this.loadGuestState(eff);
-    this.buildRules(eff);
+    this.loadGuestState(eff, held);
+    this.buildRules(eff, held);
     this.injectEvent(eff);
-    this.rememberCache(vmcb, eff);
+    // (The cache is refreshed at #VMEXIT, which always follows: it then holds the VMCB as stored.)
+    this.avic.inGuest = true;
     const kind = this.runWithPauseFilter(eff, budget);
+    this.avic.inGuest = false;
     this.vmexit(vmcb, eff);
     return { failure: null, kind };
   }
@@ -251,17 +289,17 @@ export class SvmHardware {
    */
   private runWithPauseFilter(eff: Vmcb, budget: number): GuestExitKind {
     const s = this.cpu.state;
-    const pauseIntercepted = this.rules.insn[InterceptInsn.PAUSE] !== 0;
+    const pauseIntercepted = this.rules.insn[II.PAUSE] !== 0;
     const initial = eff.read16(VMCB_CONTROL.PAUSE_FILTER_COUNT);
     const threshold = eff.read16(VMCB_CONTROL.PAUSE_FILTER_THRESHOLD);
     let count = initial;
-    let lastPauseTsc = -1n;
+    let lastPauseTsc = NO_PAUSE_TSC;
     const start = s.instructionsRetired;
     this.pausesFiltered = 0;
     for (;;) {
       const kind = this.cpu.runGuest(this.rules, Math.max(1, budget - (s.instructionsRetired - start)));
       const ex = this.cpu.exit;
-      if (!(pauseIntercepted && kind === GuestExitKind.INSTRUCTION && ex.insn === InterceptInsn.PAUSE)) return kind;
+      if (!(pauseIntercepted && kind === K.INSTRUCTION && ex.insn === II.PAUSE)) return kind;
       if (threshold && lastPauseTsc >= 0n && s.tsc - lastPauseTsc > BigInt(threshold)) count = initial;
       lastPauseTsc = s.tsc;
       if (count === 0) return kind;
@@ -273,8 +311,8 @@ export class SvmHardware {
       s.movSsShadow = false;
       this.pausesFiltered++;
       if (s.instructionsRetired - start >= budget) {
-        ex.kind = GuestExitKind.BUDGET;
-        return GuestExitKind.BUDGET;
+        ex.kind = K.BUDGET;
+        return K.BUDGET;
       }
     }
   }
@@ -293,35 +331,47 @@ export class SvmHardware {
   }
 
   /** Load the processor from the save area (APM 15.5.2 "VMRUN … loads guest state"). */
-  loadGuestState(eff: Vmcb): void {
+  loadGuestState(eff: Vmcb, held = 0): void {
     const s = this.cpu.state;
+    // ES, CS, SS, DS and CPL are the SEG group: still in the processor when held.
+    const segHeld = (held >>> VmcbCleanBit.SEG) & 1;
     for (let i = 0; i < 8; i++) {
+      if (segHeld && i < 4) continue;
       const fld = SREG_FIELDS[i];
       s.segSel[i] = eff.segSelector(fld);
-      const base = eff.segBase(fld);
-      s.segBaseLo[i] = Number(base & 0xffffffffn) | 0;
-      s.segBaseHi[i] = Number(base >> 32n) | 0;
+      s.segBaseLo[i] = eff.segBaseLo(fld) | 0;
+      s.segBaseHi[i] = eff.segBaseHi(fld) | 0;
       s.segLimit[i] = eff.segLimit(fld);
       s.segAttr[i] = attribToCpu(eff.segAttrib(fld));
     }
-    s.gdtrBase = eff.segBase(VMCB_SAVE.GDTR);
-    s.gdtrLimit = eff.segLimit(VMCB_SAVE.GDTR) & 0xffff;
-    s.idtrBase = eff.segBase(VMCB_SAVE.IDTR);
-    s.idtrLimit = eff.segLimit(VMCB_SAVE.IDTR) & 0xffff;
+    s.segWrites++;
+    if (!((held >>> VmcbCleanBit.DT) & 1)) {
+      s.gdtrBase = eff.segBase(VMCB_SAVE.GDTR);
+      s.gdtrLimit = eff.segLimit(VMCB_SAVE.GDTR) & 0xffff;
+      s.idtrBase = eff.segBase(VMCB_SAVE.IDTR);
+      s.idtrLimit = eff.segLimit(VMCB_SAVE.IDTR) & 0xffff;
+    }
     // APM 15.5.1: the CPL is taken from the VMCB, not from SS or CS.
-    s.cpl = eff.read8(VMCB_SAVE.CPL) & 3;
-    s.efer = eff.read64(VMCB_SAVE.EFER);
-    s.cr0 = eff.read64(VMCB_SAVE.CR0);
+    if (!segHeld) s.cpl = eff.read8(VMCB_SAVE.CPL) & 3;
+    if (!((held >>> VmcbCleanBit.CRX) & 1)) {
+      s.efer = eff.read64(VMCB_SAVE.EFER);
+      s.cr0 = eff.read64(VMCB_SAVE.CR0);
+      s.cr3 = eff.read64(VMCB_SAVE.CR3);
+      s.cr4 = eff.read64(VMCB_SAVE.CR4);
+    }
     s.cr2 = eff.read64(VMCB_SAVE.CR2);
-    s.cr3 = eff.read64(VMCB_SAVE.CR3);
-    s.cr4 = eff.read64(VMCB_SAVE.CR4);
-    s.cr8 = BigInt(eff.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK);
-    s.dr6 = eff.read64(VMCB_SAVE.DR6);
-    s.dr7 = eff.read64(VMCB_SAVE.DR7);
-    s.rflags = Number(eff.read64(VMCB_SAVE.RFLAGS) & 0xffffffffn);
-    s.rip = eff.read64(VMCB_SAVE.RIP);
-    s.setGpr(4, eff.read64(VMCB_SAVE.RSP));
-    s.setGpr(0, eff.read64(VMCB_SAVE.RAX));
+    s.cr8 = CR8_VALUES[eff.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK];
+    if (!((held >>> VmcbCleanBit.DRX) & 1)) {
+      s.dr6 = eff.read64(VMCB_SAVE.DR6);
+      s.dr7 = eff.read64(VMCB_SAVE.DR7);
+    }
+    s.rflags = eff.readLo(VMCB_SAVE.RFLAGS);
+    s.ripLo = eff.readLo(VMCB_SAVE.RIP) | 0;
+    s.ripHi = eff.readHi(VMCB_SAVE.RIP) | 0;
+    s.gprLo[4] = eff.readLo(VMCB_SAVE.RSP) | 0;
+    s.gprHi[4] = eff.readHi(VMCB_SAVE.RSP) | 0;
+    s.gprLo[0] = eff.readLo(VMCB_SAVE.RAX) | 0;
+    s.gprHi[0] = eff.readHi(VMCB_SAVE.RAX) | 0;
     s.star = eff.read64(VMCB_SAVE.STAR);
     s.lstar = eff.read64(VMCB_SAVE.LSTAR);
     s.cstar = eff.read64(VMCB_SAVE.CSTAR);
@@ -330,25 +380,28 @@ export class SvmHardware {
     s.sysenterCs = eff.read64(VMCB_SAVE.SYSENTER_CS);
     s.sysenterEsp = eff.read64(VMCB_SAVE.SYSENTER_ESP);
     s.sysenterEip = eff.read64(VMCB_SAVE.SYSENTER_EIP);
-    s.debugctl = eff.read64(VMCB_SAVE.DBGCTL);
-    const np = (eff.read64(VMCB_CONTROL.NP_ENABLE) & SVM_NESTED_CTL_NP_ENABLE) !== 0n;
+    if (!((held >>> VmcbCleanBit.LBR) & 1)) s.debugctl = eff.read64(VMCB_SAVE.DBGCTL);
+    const np = (eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0;
     // APM 15.25.8: with nested paging the guest's PAT is G_PAT.
-    if (np) s.pat = eff.read64(VMCB_SAVE.G_PAT);
+    if (np && !((held >>> VmcbCleanBit.NP) & 1)) s.pat = eff.read64(VMCB_SAVE.G_PAT);
     s.tscOffset = eff.read64(VMCB_CONTROL.TSC_OFFSET);
-    const shadow = (eff.read64(VMCB_CONTROL.INTERRUPT_SHADOW) & BigInt(SVM_INTERRUPT_SHADOW_MASK)) !== 0n;
+    const shadow = (eff.readLo(VMCB_CONTROL.INTERRUPT_SHADOW) & SVM_INTERRUPT_SHADOW_MASK) !== 0;
     s.stiShadow = shadow;
     s.movSsShadow = false;
     s.activity = 0;
   }
 
-  private buildRules(eff: Vmcb): void {
+  private buildRules(eff: Vmcb, held = 0): void {
     const r = this.rules;
-    r.interceptCr = eff.read32(VMCB_CONTROL.INTERCEPT_CR);
-    r.interceptDr = eff.read32(VMCB_CONTROL.INTERCEPT_DR);
-    r.interceptExceptions = eff.read32(VMCB_CONTROL.INTERCEPT_EXCEPTIONS);
-    r.misc1 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC1);
-    r.misc2 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC2);
-    r.misc3 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC3);
+    // The intercept vectors (group I) as the previous VMRUN derived them, when that group is held.
+    if (!((held >>> VmcbCleanBit.I) & 1)) {
+      r.interceptCr = eff.read32(VMCB_CONTROL.INTERCEPT_CR);
+      r.interceptDr = eff.read32(VMCB_CONTROL.INTERCEPT_DR);
+      r.interceptExceptions = eff.read32(VMCB_CONTROL.INTERCEPT_EXCEPTIONS);
+      r.misc1 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC1);
+      r.misc2 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC2);
+      r.misc3 = eff.read32(VMCB_CONTROL.INTERCEPT_MISC3);
+    }
     if (r.misc1 !== this.insnFrom[0] || r.misc2 !== this.insnFrom[1] || r.misc3 !== this.insnFrom[2]) {
       this.insnFrom[0] = r.misc1;
       this.insnFrom[1] = r.misc2;
@@ -359,8 +412,8 @@ export class SvmHardware {
         r.insn[insn] = (w >>> bit) & 1;
       }
     }
-    const iopmPa = Number(eff.read64(VMCB_CONTROL.IOPM_BASE_PA) & ~0xfffn);
-    const msrpmPa = Number(eff.read64(VMCB_CONTROL.MSRPM_BASE_PA) & ~0xfffn);
+    const iopmPa = eff.readHi(VMCB_CONTROL.IOPM_BASE_PA) * 0x1_0000_0000 + ((eff.readLo(VMCB_CONTROL.IOPM_BASE_PA) & ~0xfff) >>> 0);
+    const msrpmPa = eff.readHi(VMCB_CONTROL.MSRPM_BASE_PA) * 0x1_0000_0000 + ((eff.readLo(VMCB_CONTROL.MSRPM_BASE_PA) & ~0xfff) >>> 0);
     if (r.misc1 & (1 << Intercept1.IOIO_PROT)) {
       if (!this.iopmCache || this.iopmCache.pa !== iopmPa) this.iopmCache = new Iopm(this.host, iopmPa);
       r.iopm = this.iopmCache;
@@ -372,8 +425,22 @@ export class SvmHardware {
     const vIrq = (eff.read32(VMCB_CONTROL.INT_CTL) & V_IRQ_MASK) !== 0;
     r.irqWindowExiting = vIrq && ((r.misc1 >>> Intercept1.VINTR) & 1) === 1;
     r.shutdownExits = ((r.misc1 >>> Intercept1.SHUTDOWN) & 1) === 1;
+    r.eferWriteTraps = ((r.misc2 >>> Intercept2.EFER_WRITE_TRAP) & 1) === 1;
+    r.initSipiExits = ((r.misc1 >>> Intercept1.INIT) & 1) === 1;
+    if (eff.read32(VMCB_CONTROL.INT_CTL) & AVIC_ENABLE_MASK) {
+      // APM 15.29: AVIC_ENABLE redirects the APIC BAR page to the backing page and CR8 to its TPR.
+      const avic = this.avic;
+      avic.load(eff.read64(VMCB_CONTROL.AVIC_APIC_BAR), eff.read64(VMCB_CONTROL.AVIC_BACKING_PAGE),
+        eff.read64(VMCB_CONTROL.AVIC_LOGICAL_TABLE), eff.read64(VMCB_CONTROL.AVIC_PHYSICAL_TABLE));
+      avic.cr8WriteTrap = r.crWriteTraps(8);
+      r.apicPage = avic;
+      r.cr8 = avic;
+    } else {
+      r.apicPage = null;
+      r.cr8 = null;
+    }
     r.tlbTag = eff.read32(VMCB_CONTROL.GUEST_ASID);
-    if ((eff.read64(VMCB_CONTROL.NP_ENABLE) & SVM_NESTED_CTL_NP_ENABLE) !== 0n) {
+    if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) {
       const ncr3 = eff.read64(VMCB_CONTROL.N_CR3);
       if (!this.walker || this.walker.nCr3 !== ncr3) this.walker = new NptWalker(this.host, ncr3, true);
       r.tdp = this.walker;
@@ -385,8 +452,7 @@ export class SvmHardware {
   /** APM 15.20: EVENTINJ is delivered at VMRUN, after the guest state is loaded. */
   private injectEvent(eff: Vmcb): void {
     const inj = this.cpu.injection;
-    const ev = eff.read64(VMCB_CONTROL.EVENTINJ);
-    const lo = Number(ev & 0xffffffffn);
+    const lo = eff.readLo(VMCB_CONTROL.EVENTINJ);
     if (!(lo & SVM_EVTINJ_VALID)) {
       inj.valid = false;
       return;
@@ -396,116 +462,153 @@ export class SvmHardware {
     // APM 15.20: for TYPE = NMI the vector field is ignored; an NMI is always vector 2.
     inj.vector = type === SvmEventType.NMI ? 2 : lo & 0xff;
     inj.hasErrorCode = (lo & SVM_EVTINJ_VALID_ERR) !== 0;
-    inj.errorCode = Number(ev >> 32n) >>> 0;
-    // SVM pushes the save-area RIP as the return address for every type: nothing to skip.
+    inj.errorCode = eff.readHi(VMCB_CONTROL.EVENTINJ);
     inj.insnLength = 0;
     inj.type = type === SvmEventType.NMI ? EventType.NMI
       : type === SvmEventType.EXEPT ? EventType.HARDWARE_EXCEPTION
         : type === SvmEventType.SOFT ? EventType.SOFTWARE_INTERRUPT : EventType.EXTERNAL_INTERRUPT;
+    // With NRIP save, an injected software interrupt (TYPE 4) or #BP/#OF (INT3/INTO) pushes NRIP
+    // as its return address; other events push the save-area RIP (APM 15.20, 15.7.1). NRIP = 0
+    // (a VMM that does not use it) pushes RIP, as without the feature.
+    const softExc = type === SvmEventType.EXEPT && (inj.vector === 3 || inj.vector === 4);
+    if (type === SvmEventType.SOFT || softExc) {
+      const nrip = eff.read64(VMCB_CONTROL.NRIP);
+      if (nrip !== 0n) inj.insnLength = Number(BigInt.asIntN(64, nrip - eff.read64(VMCB_SAVE.RIP)));
+      if (softExc) inj.type = EventType.SOFTWARE_EXCEPTION;
+    }
   }
 
   /** #VMEXIT (APM 15.6): save guest state, record the exit, and refresh the processor's cache. */
   private vmexit(vmcb: Vmcb, eff: Vmcb): void {
     const s = this.cpu.state;
-    const seg = this.seg;
+    // The processor's own stores: no copy-on-write snapshot (its cache is memory after them).
+    vmcb.writtenGroups = ALL_CLEAN_GROUPS;
     for (let i = 0; i < 8; i++) {
-      s.getSegment(i, seg);
-      vmcb.writeSeg(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], seg.base);
+      vmcb.writeSegHalves(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], s.segBaseLo[i], s.segBaseHi[i]);
     }
-    vmcb.setDt(VMCB_SAVE.GDTR, { size: s.gdtrLimit, address: s.gdtrBase });
-    vmcb.setDt(VMCB_SAVE.IDTR, { size: s.idtrLimit, address: s.idtrBase });
+    vmcb.setDtParts(VMCB_SAVE.GDTR, s.gdtrLimit, s.gdtrBase);
+    vmcb.setDtParts(VMCB_SAVE.IDTR, s.idtrLimit, s.idtrBase);
     vmcb.write8(VMCB_SAVE.CPL, s.cpl);
-    vmcb.write64(VMCB_SAVE.EFER, s.efer);
-    vmcb.write64(VMCB_SAVE.CR0, s.cr0);
-    vmcb.write64(VMCB_SAVE.CR2, s.cr2);
-    vmcb.write64(VMCB_SAVE.CR3, s.cr3);
-    vmcb.write64(VMCB_SAVE.CR4, s.cr4);
-    vmcb.write64(VMCB_SAVE.DR6, s.dr6);
-    vmcb.write64(VMCB_SAVE.DR7, s.dr7);
-    vmcb.write64(VMCB_SAVE.RFLAGS, BigInt(s.rflags >>> 0));
-    vmcb.write64(VMCB_SAVE.RIP, s.rip);
-    vmcb.write64(VMCB_SAVE.RSP, s.getGpr(4));
-    vmcb.write64(VMCB_SAVE.RAX, s.getGpr(0));
-    vmcb.write64(VMCB_SAVE.STAR, s.star);
-    vmcb.write64(VMCB_SAVE.LSTAR, s.lstar);
-    vmcb.write64(VMCB_SAVE.CSTAR, s.cstar);
-    vmcb.write64(VMCB_SAVE.SFMASK, s.sfmask);
-    vmcb.write64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
-    vmcb.write64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
-    vmcb.write64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
-    vmcb.write64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
-    vmcb.write64(VMCB_SAVE.DBGCTL, s.debugctl);
-    if ((eff.read64(VMCB_CONTROL.NP_ENABLE) & SVM_NESTED_CTL_NP_ENABLE) !== 0n) vmcb.write64(VMCB_SAVE.G_PAT, s.pat);
+    vmcb.store64(VMCB_SAVE.EFER, s.efer);
+    vmcb.store64(VMCB_SAVE.CR0, s.cr0);
+    vmcb.store64(VMCB_SAVE.CR2, s.cr2);
+    vmcb.store64(VMCB_SAVE.CR3, s.cr3);
+    vmcb.store64(VMCB_SAVE.CR4, s.cr4);
+    vmcb.store64(VMCB_SAVE.DR6, s.dr6);
+    vmcb.store64(VMCB_SAVE.DR7, s.dr7);
+    vmcb.writeHalves(VMCB_SAVE.RFLAGS, s.rflags, 0);
+    vmcb.writeHalves(VMCB_SAVE.RIP, s.ripLo, s.ripHi);
+    vmcb.writeHalves(VMCB_SAVE.RSP, s.gprLo[4], s.gprHi[4]);
+    vmcb.writeHalves(VMCB_SAVE.RAX, s.gprLo[0], s.gprHi[0]);
+    vmcb.store64(VMCB_SAVE.STAR, s.star);
+    vmcb.store64(VMCB_SAVE.LSTAR, s.lstar);
+    vmcb.store64(VMCB_SAVE.CSTAR, s.cstar);
+    vmcb.store64(VMCB_SAVE.SFMASK, s.sfmask);
+    vmcb.store64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
+    vmcb.store64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
+    vmcb.store64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
+    vmcb.store64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
+    vmcb.store64(VMCB_SAVE.DBGCTL, s.debugctl);
+    if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
     // V_TPR tracks the guest's CR8 (APM 15.21.1); V_IRQ stays as the backend left it.
-    vmcb.write8(VMCB_CONTROL.V_TPR, (vmcb.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | Number(s.cr8 & 0xfn));
-    vmcb.write64(VMCB_CONTROL.INTERRUPT_SHADOW, s.stiShadow || s.movSsShadow ? BigInt(SVM_INTERRUPT_SHADOW_MASK) : 0n);
+    vmcb.write8(VMCB_CONTROL.V_TPR, (vmcb.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | (Number(s.cr8) & 0xf));
+    vmcb.writeHalves(VMCB_CONTROL.INTERRUPT_SHADOW, s.stiShadow || s.movSsShadow ? SVM_INTERRUPT_SHADOW_MASK : 0, 0);
     // The injected event was delivered or is reported in EXITINTINFO; either way EVENTINJ is consumed.
-    vmcb.write64(VMCB_CONTROL.EVENTINJ, 0n);
+    vmcb.writeHalves(VMCB_CONTROL.EVENTINJ, 0, 0);
     this.cpu.injection.valid = false;
     this.recordExit(vmcb, this.cpu.exit);
-    this.rememberCache(vmcb, vmcb);
+    // The cache now holds this VMCB as stored: every group clean of writes again.
+    vmcb.writtenGroups = 0;
+    this.cachePa = vmcb.pa;
+    this.heldEpoch = this.cpu.stateEpoch;
   }
 
   /** EXITCODE, EXITINFO1/2, EXITINTINFO, nRIP and guest instruction bytes for one neutral exit. */
   recordExit(vmcb: Vmcb, ex: GuestExit): void {
-    let code: bigint;
+    let code: number;
     let info1 = 0n;
     let info2 = 0n;
     let nrip = 0n;
     let insnBytes = false;
     switch (ex.kind) {
-      case GuestExitKind.BUDGET:
-      case GuestExitKind.EXTERNAL_INTERRUPT:
-      case GuestExitKind.NONE:
-        code = BigInt(SvmExit.INTR);
+      case K.BUDGET:
+      case K.EXTERNAL_INTERRUPT:
+      case K.NONE:
+        code = SvmExit.INTR;
         break;
-      case GuestExitKind.NMI: code = BigInt(SvmExit.NMI); break;
-      case GuestExitKind.INIT: code = BigInt(SvmExit.INIT); break;
-      case GuestExitKind.INTERRUPT_WINDOW: code = BigInt(SvmExit.VINTR); break;
-      case GuestExitKind.TRIPLE_FAULT:
-      case GuestExitKind.SHUTDOWN:
-        code = BigInt(SvmExit.SHUTDOWN);
+      case K.NMI: code = SvmExit.NMI; break;
+      case K.INIT: code = SvmExit.INIT; break;
+      case K.INTERRUPT_WINDOW: code = SvmExit.VINTR; break;
+      case K.TRIPLE_FAULT:
+      case K.SHUTDOWN:
+        code = SvmExit.SHUTDOWN;
         break;
-      case GuestExitKind.EXCEPTION:
-        code = BigInt(SvmExit.EXCP_BASE + ex.vector);
+      case K.EXCEPTION:
+        code = SvmExit.EXCP_BASE + ex.vector;
         // APM 15.12: EXITINFO1 holds the error code when the exception pushes one; #PF puts the faulting address in EXITINFO2.
         if (ex.hasErrorCode) info1 = BigInt(ex.errorCode >>> 0);
         if (ex.vector === 14) { info2 = ex.faultAddress; insnBytes = true; }
         break;
-      case GuestExitKind.TASK_SWITCH:
-        code = BigInt(SvmExit.TASK_SWITCH);
+      case K.TASK_SWITCH:
+        code = SvmExit.TASK_SWITCH;
         info1 = BigInt(ex.taskSelector & 0xffff);
         if (ex.taskSource === 1) info2 |= 1n << SVM_EXITINFOSHIFT_TS_REASON_IRET;
         if (ex.taskSource === 2) info2 |= 1n << SVM_EXITINFOSHIFT_TS_REASON_JMP;
         if (ex.hasErrorCode) info2 |= (1n << SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE) | BigInt(ex.errorCode >>> 0);
         break;
-      case GuestExitKind.INSTRUCTION: {
+      case K.INSTRUCTION: {
         const c = INSN_EXIT_CODE[ex.insn];
-        code = BigInt(c ?? SvmExit.INTR);
+        code = c ?? SvmExit.INTR;
         nrip = ex.nextRip;
-        if (ex.insn === InterceptInsn.INVLPG) info1 = ex.faultAddress; // decode assist: the linear address
-        else if (ex.insn === InterceptInsn.INTN) info1 = BigInt(ex.vector & 0xff); // decode assist: INTn vector
-        else if (ex.insn === InterceptInsn.INVPCID) { info1 = ex.memOperandAddress; info2 = ex.value; }
+        if (ex.insn === II.INVLPG) info1 = ex.faultAddress; // decode assist: the linear address
+        else if (ex.insn === II.INTN) info1 = BigInt(ex.vector & 0xff); // decode assist: INTn vector
+        else if (ex.insn === II.INVPCID) { info1 = ex.memOperandAddress; info2 = ex.value; }
         break;
       }
-      case GuestExitKind.CR_ACCESS: {
-        const write = ex.crAccessType !== CrAccessType.MOV_FROM_CR;
+      case K.CR_ACCESS: {
+        const write = ex.crAccessType !== CA.MOV_FROM_CR;
         const selective = write && ex.crNumber === 0 && !((this.rules.interceptCr >>> 16) & 1);
-        code = BigInt(selective ? SvmExit.CR0_SEL_WRITE : (write ? SvmExit.WRITE_CR0 : SvmExit.READ_CR0) + ex.crNumber);
+        code = selective ? SvmExit.CR0_SEL_WRITE : (write ? SvmExit.WRITE_CR0 : SvmExit.READ_CR0) + ex.crNumber;
         // APM 15.8.1 decode assist: bit 63 set for MOV CRn with the GPR in bits 3:0; clear for LMSW/CLTS.
-        if (ex.crAccessType === CrAccessType.MOV_TO_CR || ex.crAccessType === CrAccessType.MOV_FROM_CR) {
+        if (ex.crAccessType === CA.MOV_TO_CR || ex.crAccessType === CA.MOV_FROM_CR) {
           info1 = SVM_CR_VALID | BigInt(ex.gpr & 0xf);
         }
         nrip = ex.nextRip;
         break;
       }
-      case GuestExitKind.DR_ACCESS:
-        code = BigInt((ex.isWrite ? SvmExit.WRITE_DR0 : SvmExit.READ_DR0) + ex.drNumber);
+      case K.CR_WRITE_TRAP:
+        // Trap-like (APM 15.35): the write completed, RIP is past it, EXITINFO1 is the new value.
+        code = SvmExit.CR0_WRITE_TRAP + ex.crNumber;
+        info1 = ex.value;
+        nrip = ex.nextRip;
+        break;
+      case K.MSR_WRITE_TRAP:
+        code = SvmExit.EFER_WRITE_TRAP;
+        info1 = ex.value;
+        nrip = ex.nextRip;
+        break;
+      case K.APIC_ACCESS:
+      case K.APIC_WRITE:
+        // APM 15.29 AVIC_NOACCEL: EXITINFO1 = register offset | write (bit 32); trap-like writes carry the EOI'd vector in EXITINFO2.
+        code = SvmExit.AVIC_UNACCELERATED_ACCESS;
+        info1 = ex.gpa | (ex.access & ACCESS_WRITE ? AVIC_UNACCEL_ACCESS_WRITE_BIT : 0n);
+        if (ex.kind === K.APIC_WRITE) info2 = BigInt(ex.vector);
+        nrip = ex.nextRip;
+        break;
+      case K.INCOMPLETE_IPI:
+        // APM 15.29 AVIC_INCOMPLETE_IPI: EXITINFO1 = ICR (high:low), EXITINFO2 = cause (63:32) | table index (8:0).
+        code = SvmExit.AVIC_INCOMPLETE_IPI;
+        info1 = ex.value;
+        info2 = (BigInt(ex.errorCode >>> 0) << 32n) | BigInt(ex.vector & 0x1ff);
+        nrip = ex.nextRip;
+        break;
+      case K.DR_ACCESS:
+        code = (ex.isWrite ? SvmExit.WRITE_DR0 : SvmExit.READ_DR0) + ex.drNumber;
         info1 = BigInt(ex.gpr & 0xf);
         nrip = ex.nextRip;
         break;
-      case GuestExitKind.IO: {
-        code = BigInt(SvmExit.IOIO);
+      case K.IO: {
+        code = SvmExit.IOIO;
         let i = (ex.port & 0xffff) << SVM_IOIO_PORT_SHIFT;
         if (ex.isIn) i |= SVM_IOIO_TYPE_IN;
         if (ex.isString) i |= SVM_IOIO_STR;
@@ -521,26 +624,27 @@ export class SvmHardware {
         nrip = ex.nextRip;
         break;
       }
-      case GuestExitKind.MSR_READ:
-      case GuestExitKind.MSR_WRITE:
-        code = BigInt(SvmExit.MSR);
-        info1 = ex.kind === GuestExitKind.MSR_WRITE ? 1n : 0n;
+      case K.MSR_READ:
+      case K.MSR_WRITE:
+        code = SvmExit.MSR;
+        info1 = ex.kind === K.MSR_WRITE ? 1n : 0n;
         nrip = ex.nextRip;
         break;
-      case GuestExitKind.TDP_FAULT:
-      case GuestExitKind.TDP_MISCONFIG:
-      case GuestExitKind.MMIO:
-        code = BigInt(SvmExit.NPF);
+      case K.TDP_FAULT:
+      case K.TDP_MISCONFIG:
+      case K.MMIO:
+        code = SvmExit.NPF;
         info1 = npfErrorCode(ex);
         info2 = ex.gpa;
         insnBytes = true;
         break;
       default:
         // Exits with no SVM counterpart (PML, preemption timer, MTF, APICv): a processor/backend mismatch.
-        code = BigInt(SvmExit.INTR);
+        code = SvmExit.INTR;
         break;
     }
-    vmcb.write64(VMCB_CONTROL.EXITCODE, code);
+    // EXITCODE is a 64-bit field; every code here is a small non-negative number (APM Appendix C).
+    vmcb.writeHalves(VMCB_CONTROL.EXITCODE, code, 0);
     vmcb.write64(VMCB_CONTROL.EXITINFO1, info1);
     vmcb.write64(VMCB_CONTROL.EXITINFO2, info2);
     vmcb.write64(VMCB_CONTROL.NRIP, nrip);

@@ -7,8 +7,8 @@
 import {
   backend, DescPtr, ExitFastpathCompletion, Kvm, KvmEncRegion, KvmMsrEntry, KvmReg, KvmSegment, KvmVcpu,
   KvmX86NestedOps, KvmPmuOps, MsrData, VcpuSreg, X86Exception, X86InstructionInfo, X86InterceptStage, X86Ops,
-  EFER_LME, EFER_LMA, EFER_SVME, kvmFindCpuidEntry, KvmReq, kvmClearExceptionQueue, kvmClearInterruptQueue,
-  kvmQueueInterrupt, kvmRequeueException, X86Emul, internalError, KvmInternalError,
+  EFER_LME, EFER_LMA, EFER_SVME, kvmFindCpuidEntry, KvmReq,
+  kvmQueueInterrupt, kvmRequeueException, X86Emul, internalError, KvmInternalError, kvmEmulatedInsnLength,
 } from '@tsvisor/core';
 import { Vmcb, packAttrib, SVM_SELECTOR_DB_SHIFT, SVM_SELECTOR_L_SHIFT } from './vmcb/vmcb';
 import {
@@ -29,7 +29,7 @@ import {
 } from './intercepts';
 import { svmPatchHypercall } from './hypercall';
 import { createAmdPmuOps } from './pmu';
-import { avicDeliverInterrupt, avicInitVcpu, avicSetRunning } from './avic';
+import { avicActive, avicDeliverInterrupt, avicInitVcpu, avicSetRunning } from './avic';
 
 /** Module parameters of kvm-amd that tsvisor models (/sys/module/kvm_amd/parameters). */
 export const svmModuleParams = {
@@ -65,6 +65,13 @@ const KVM_X86_SHADOW_INT_MOV_SS = 1;
 const KVM_X86_SHADOW_INT_STI = 2;
 /** Registers that live in the VMCB save area, read back lazily through cacheReg after an exit. */
 const SVM_LAZY_REGS = (1 << KvmReg.RAX) | (1 << KvmReg.RSP) | (1 << KvmReg.RIP) | (1 << KvmReg.CR3) | (1 << KvmReg.CR0) | (1 << KvmReg.PDPTR);
+/** The GPRs other than RAX/RSP: in the processor around VMRUN, read back lazily after #VMEXIT. */
+const SVM_PROCESSOR_GPRS = 0xffff & ~((1 << KvmReg.RAX) | (1 << KvmReg.RSP));
+// @tsvisor/core's exports are getters on a dictionary-mode object: the VMRUN path reads these copies.
+const REG_RAX = KvmReg.RAX, REG_RSP = KvmReg.RSP, REG_RIP = KvmReg.RIP;
+const FASTPATH_NONE = ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+/** CR8 values as bigints (V_TPR is 4 bits): no BigInt built per exit. */
+const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigInt(i));
 /** enum kvm_apicv_inhibit (5.8): the reasons AVIC can honour. */
 export enum ApicvInhibitReason { DISABLE = 0, HYPERV = 1, NESTED = 2, IRQWIN = 3, PIT_REINJ = 4 }
 const ENOTTY = 25;
@@ -425,10 +432,18 @@ export class SvmBackend implements X86Ops {
   cacheReg(vcpu: KvmVcpu, reg: KvmReg): void {
     const v = svmOf(vcpu).vmcb;
     const a = vcpu.arch;
+    if ((SVM_PROCESSOR_GPRS >> reg) & 1) {
+      // A GPR the processor still holds since #VMEXIT.
+      const s = vcpu.cpu.state;
+      a.regs32[2 * reg] = s.gprLo[reg];
+      a.regs32[2 * reg + 1] = s.gprHi[reg];
+      a.regsAvail |= 1 << reg;
+      return;
+    }
     switch (reg) {
-      case KvmReg.RAX: a.regs[KvmReg.RAX] = v.read64(VMCB_SAVE.RAX); break;
-      case KvmReg.RSP: a.regs[KvmReg.RSP] = v.read64(VMCB_SAVE.RSP); break;
-      case KvmReg.RIP: a.regs[KvmReg.RIP] = v.read64(VMCB_SAVE.RIP); break;
+      case REG_RAX: a.regs32[2 * REG_RAX] = v.readLo(VMCB_SAVE.RAX); a.regs32[2 * REG_RAX + 1] = v.readHi(VMCB_SAVE.RAX); break;
+      case REG_RSP: a.regs32[2 * REG_RSP] = v.readLo(VMCB_SAVE.RSP); a.regs32[2 * REG_RSP + 1] = v.readHi(VMCB_SAVE.RSP); break;
+      case REG_RIP: a.regs32[2 * REG_RIP] = v.readLo(VMCB_SAVE.RIP); a.regs32[2 * REG_RIP + 1] = v.readHi(VMCB_SAVE.RIP); break;
       case KvmReg.CR3: if (svmModuleParams.npt) a.cr3 = v.read64(VMCB_SAVE.CR3); break;
       case KvmReg.CR0:
         a.cr0 = (a.cr0 & ~a.cr0GuestOwnedBits) | (v.read64(VMCB_SAVE.CR0) & a.cr0GuestOwnedBits);
@@ -506,39 +521,50 @@ export class SvmBackend implements X86Ops {
     const a = vcpu.arch;
     const cpu = vcpu.cpu;
     if (!this.hostSvmEnabled) throw new Error('svm: VMRUN with EFER.SVME clear on the host (hardwareEnable was not called)');
-    if (a.regsAvail & (1 << KvmReg.RAX)) v.write64(VMCB_SAVE.RAX, a.regs[KvmReg.RAX]);
-    if (a.regsAvail & (1 << KvmReg.RSP)) v.write64(VMCB_SAVE.RSP, a.regs[KvmReg.RSP]);
-    if (a.regsAvail & (1 << KvmReg.RIP)) v.write64(VMCB_SAVE.RIP, a.regs[KvmReg.RIP]);
+    // RAX/RSP/RIP live in the save area: a cached copy is either unchanged or dirty.
+    const r32 = a.regs32;
+    const dirty = a.regsDirty;
+    if (dirty & (1 << REG_RAX)) v.writeHalves(VMCB_SAVE.RAX, r32[2 * REG_RAX], r32[2 * REG_RAX + 1]);
+    if (dirty & (1 << REG_RSP)) v.writeHalves(VMCB_SAVE.RSP, r32[2 * REG_RSP], r32[2 * REG_RSP + 1]);
+    if (dirty & (1 << REG_RIP)) v.writeHalves(VMCB_SAVE.RIP, r32[2 * REG_RIP], r32[2 * REG_RIP + 1]);
     this.preSvmRun(svm);
     v.write64(VMCB_SAVE.CR2, a.cr2);
     // sync_lapic_to_cr8: the guest's TPR rides in V_TPR unless CR8 writes exit.
     if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) {
-      v.write8(VMCB_CONTROL.V_TPR, (v.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | Number(a.cr8 & 0xfn));
+      v.write8(VMCB_CONTROL.V_TPR, (v.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | (a.cr8 < 16n ? Number(a.cr8) : Number(a.cr8 & 0xfn)));
     }
-    // __svm_vcpu_run: the GPRs the VMCB does not hold go into the processor around VMRUN.
+    // __svm_vcpu_run: the GPRs the VMCB does not hold go into the processor around VMRUN. They
+    // stay there after #VMEXIT until read (cacheReg), so only the ones written since are copied.
     const s = cpu.state;
-    for (let r = 0; r < 16; r++) if (r !== KvmReg.RAX && r !== KvmReg.RSP) s.setGpr(r, a.regs[r]);
+    let m = dirty & SVM_PROCESSOR_GPRS;
+    while (m) {
+      const r = 31 - Math.clz32(m & -m);
+      m &= m - 1;
+      s.gprLo[r] = r32[2 * r] | 0;
+      s.gprHi[r] = r32[2 * r + 1] | 0;
+    }
     s.tscAux = svm.tscAux;
     const used = s.instructionsRetired - svm.budgetStart;
     const budget = Math.max(1, vcpu.runBudget - used);
     const res = svm.hw.vmrun(v, budget);
     svm.lastFailure = res.failure;
     if (!res.failure) {
-      for (let r = 0; r < 16; r++) if (r !== KvmReg.RAX && r !== KvmReg.RSP) a.regs[r] = s.getGpr(r);
       svm.tscAux = s.tscAux;
-      a.regsAvail &= ~SVM_LAZY_REGS;
+      a.regsAvail &= ~(SVM_LAZY_REGS | SVM_PROCESSOR_GPRS);
       a.regsDirty = 0;
       a.cr2 = v.read64(VMCB_SAVE.CR2);
       // sync_cr8_to_lapic
-      if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) a.cr8 = BigInt(v.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK);
+      if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) a.cr8 = CR8_VALUES[v.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK];
       // A processor bug surfaces as an internal error at handleExit, never as a guest-visible event.
       svm.hostError = cpu.hostError;
       cpu.hostError = null;
+      // svm_vcpu_run: the next RIP an exit handler computes is for this exit only.
+      svm.nextRip = 0n;
       this.completeInterrupts(vcpu, svm);
     }
     v.write8(VMCB_CONTROL.TLB_CONTROL, TlbControl.DO_NOTHING);
     v.markAllClean();
-    return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+    return FASTPATH_NONE;
   }
 
   /** svm_complete_interrupts: requeue what EXITINTINFO says was being delivered; notice a finished NMI IRET. */
@@ -551,21 +577,26 @@ export class SvmBackend implements X86Ops {
       vcpu.makeRequest(KvmReq.EVENT);
     }
     a.nmiInjected = false;
-    kvmClearExceptionQueue(vcpu);
-    kvmClearInterruptQueue(vcpu);
-    const info = v.read64(VMCB_CONTROL.EXITINTINFO);
-    const lo = Number(info & 0xffffffffn);
+    const softIntInjected = svm.softIntInjected;
+    svm.softIntInjected = false;
+    // kvm_clear_exception_queue + kvm_clear_interrupt_queue.
+    a.exception.pending = false;
+    a.exception.injected = false;
+    a.interrupt.injected = false;
+    const lo = v.readLo(VMCB_CONTROL.EXITINTINFO);
     if (!(lo & SVM_EVTINJ_VALID)) return;
+    const info = v.read64(VMCB_CONTROL.EXITINTINFO);
     vcpu.makeRequest(KvmReq.EVENT);
     const vector = lo & 0xff;
     const type = (lo & SVM_EVTINJ_TYPE_MASK) >>> SVM_EVTINJ_TYPE_SHIFT;
+    if (softIntInjected) this.completeSoftInterrupt(vcpu, svm, vector, type);
     switch (type) {
       case SvmEventType.NMI:
         a.nmiInjected = true;
         break;
       case SvmEventType.EXEPT:
-        // Software exceptions (#BP, #OF) are not reinjected: the instruction runs again.
-        if (vector === 3 || vector === 4) break;
+        // #BP/#OF from INT3/INTO too: the exit saved RIP at the instruction (APM 15.7.2), and
+        // queueException re-injects it with NRIP past it (KVM re-injects, never re-executes).
         kvmRequeueException(vcpu, vector, (lo & SVM_EVTINJ_VALID_ERR) !== 0, Number(info >> 32n) >>> 0);
         break;
       case SvmEventType.INTR:
@@ -577,6 +608,64 @@ export class SvmBackend implements X86Ops {
     }
   }
 
+  /**
+   * svm_complete_soft_interrupt: a software event KVM injected did not complete. NRIP is
+   * cleared on every exit that can interrupt vectoring, so put back the next RIP it was
+   * injected with (RIP is still the instruction's); without NRIP save, undo KVM's own skip.
+   */
+  private completeSoftInterrupt(vcpu: KvmVcpu, svm: VcpuSvm, vector: number, type: number): void {
+    const isException = type === SvmEventType.EXEPT;
+    const isSoft = type === SvmEventType.SOFT;
+    const linearRip = this.linearRip(vcpu, svm);
+    if (svmModuleParams.nrips && (isSoft || (isException && (vector === 3 || vector === 4))) &&
+      linearRip === BigInt.asUintN(64, svm.softIntOldRip + svm.softIntCsbase)) {
+      svm.vmcb.write64(VMCB_CONTROL.NRIP, svm.softIntNextRip);
+    } else if (!svmModuleParams.nrips && (isSoft || isException) &&
+      linearRip === BigInt.asUintN(64, svm.softIntNextRip + svm.softIntCsbase)) {
+      vcpu.registerWrite(REG_RIP, svm.softIntOldRip);
+    }
+  }
+
+  /** kvm_get_linear_rip: CS base + RIP (truncated to 32 bits outside 64-bit mode). */
+  private linearRip(vcpu: KvmVcpu, svm: VcpuSvm): bigint {
+    const rip = vcpu.registerRead(REG_RIP);
+    const v = svm.vmcb;
+    if (vcpu.arch.efer & EFER_LMA && (v.segAttrib(VMCB_SAVE.CS) >>> SVM_SELECTOR_L_SHIFT) & 1) return rip;
+    return BigInt.asUintN(32, v.segBase(VMCB_SAVE.CS) + rip);
+  }
+
+  /**
+   * svm_update_soft_interrupt_rip: find the end of the INT n / INT3 / INTO being injected (the
+   * exit's NRIP, a handler's next RIP, else decode it; KVM's EMULTYPE_SKIP without side effects)
+   * and give it to the processor as NRIP, the return address VMRUN pushes for an injected
+   * software interrupt or #BP/#OF (APM 15.20, 15.7.1). RIP stays at the instruction. Returns
+   * false, dropping the event as KVM does, when the instruction cannot be decoded.
+   */
+  private updateSoftInterruptRip(vcpu: KvmVcpu, svm: VcpuSvm): boolean {
+    const v = svm.vmcb;
+    const oldRip = vcpu.registerRead(REG_RIP);
+    let next: bigint;
+    if (svmModuleParams.nrips && (v.readLo(VMCB_CONTROL.NRIP) | v.readHi(VMCB_CONTROL.NRIP)) !== 0) next = v.read64(VMCB_CONTROL.NRIP);
+    else if (svm.nextRip !== 0n) next = svm.nextRip;
+    else {
+      const len = kvmEmulatedInsnLength(vcpu);
+      if (len === 0) return false;
+      next = BigInt.asUintN(64, oldRip + BigInt(len));
+    }
+    svm.softIntInjected = true;
+    svm.softIntCsbase = v.segBase(VMCB_SAVE.CS);
+    svm.softIntOldRip = oldRip;
+    svm.softIntNextRip = next;
+    if (!svmModuleParams.nrips) {
+      // Without NRIP save KVM commits the skip; the processor then pushes RIP itself.
+      vcpu.registerWrite(REG_RIP, next);
+      this.setInterruptShadow(vcpu, 0);
+    }
+    // The emulated processor always saves and uses NRIP (static_cpu_has(X86_FEATURE_NRIPS)).
+    v.write64(VMCB_CONTROL.NRIP, next);
+    return true;
+  }
+
   handleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): number {
     return svmHandleExit(vcpu, fastpath);
   }
@@ -584,21 +673,24 @@ export class SvmBackend implements X86Ops {
   /** svm_skip_emulated_instruction: nRIP (decode assists) or the recorded next RIP; clears the interrupt shadow. */
   skipEmulatedInstruction(vcpu: KvmVcpu): number {
     const svm = svmOf(vcpu);
-    const nrip = svm.vmcb.read64(VMCB_CONTROL.NRIP);
-    if (svmModuleParams.nrips && nrip !== 0n) svm.nextRip = nrip;
-    if (svm.nextRip === 0n) {
+    const v = svm.vmcb;
+    if (svmModuleParams.nrips && (v.readLo(VMCB_CONTROL.NRIP) | v.readHi(VMCB_CONTROL.NRIP)) !== 0) {
+      // nRIP as 32-bit halves; the bigint (svm->next_rip) comes from the VMCB's value cache.
+      svm.nextRip = v.read64(VMCB_CONTROL.NRIP);
+      vcpu.registerWriteHalves(REG_RIP, v.readLo(VMCB_CONTROL.NRIP), v.readHi(VMCB_CONTROL.NRIP));
+    } else if (svm.nextRip === 0n) {
       internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, 'svm: cannot skip the instruction: no nRIP was saved for this exit');
       return 0;
-    }
-    vcpu.registerWrite(KvmReg.RIP, svm.nextRip);
+    } else vcpu.registerWrite(REG_RIP, svm.nextRip);
     this.setInterruptShadow(vcpu, 0);
     return 1;
   }
 
   setInterruptShadow(vcpu: KvmVcpu, mask: number): void {
     const v = svmOf(vcpu).vmcb;
-    const cur = v.read64(VMCB_CONTROL.INTERRUPT_SHADOW);
-    v.write64(VMCB_CONTROL.INTERRUPT_SHADOW, mask ? cur | BigInt(SVM_INTERRUPT_SHADOW_MASK) : cur & ~BigInt(SVM_INTERRUPT_SHADOW_MASK));
+    const lo = v.readLo(VMCB_CONTROL.INTERRUPT_SHADOW);
+    const want = mask ? lo | SVM_INTERRUPT_SHADOW_MASK : lo & ~SVM_INTERRUPT_SHADOW_MASK;
+    if (want !== lo) v.writeHalves(VMCB_CONTROL.INTERRUPT_SHADOW, want, v.readHi(VMCB_CONTROL.INTERRUPT_SHADOW));
   }
   getInterruptShadow(vcpu: KvmVcpu): number {
     const v = svmOf(vcpu).vmcb;
@@ -611,10 +703,17 @@ export class SvmBackend implements X86Ops {
 
   // ---------------------------------------------------------------- events (EVENTINJ, V_IRQ + VINTR)
 
+  /** svm_inject_irq: EVENTINJ type INTR, or type SOFT (4) for a software interrupt being re-injected (APM 15.20). */
   setIrq(vcpu: KvmVcpu): void {
-    const v = svmOf(vcpu).vmcb;
-    const nr = vcpu.arch.interrupt.nr & 0xff;
-    v.write64(VMCB_CONTROL.EVENTINJ, BigInt((nr | SVM_EVTINJ_VALID | (SvmEventType.INTR << SVM_EVTINJ_TYPE_SHIFT)) >>> 0));
+    const svm = svmOf(vcpu);
+    const intr = vcpu.arch.interrupt;
+    let type = SvmEventType.INTR;
+    if (intr.soft) {
+      if (!this.updateSoftInterruptRip(vcpu, svm)) return;
+      type = SvmEventType.SOFT;
+    }
+    const nr = intr.nr & 0xff;
+    svm.vmcb.write64(VMCB_CONTROL.EVENTINJ, BigInt((nr | SVM_EVTINJ_VALID | (type << SVM_EVTINJ_TYPE_SHIFT)) >>> 0));
   }
 
   /** svm_inject_nmi: EVENTINJ type NMI; NMIs stay masked until the guest's IRET, which is intercepted. */
@@ -634,6 +733,8 @@ export class SvmBackend implements X86Ops {
       else if (ex.nr === 1) vcpu.arch.dr6 = (vcpu.arch.dr6 & ~0x4000fn) | ex.payload;
       ex.hasPayload = false;
     }
+    // kvm_exception_is_soft: #BP and #OF come from INT3/INTO; VMRUN pushes NRIP for them.
+    if ((ex.nr === 3 || ex.nr === 4) && !this.updateSoftInterruptRip(vcpu, svm)) return;
     let lo = (ex.nr & 0xff) | SVM_EVTINJ_VALID | (SvmEventType.EXEPT << SVM_EVTINJ_TYPE_SHIFT);
     if (ex.hasErrorCode) lo |= SVM_EVTINJ_VALID_ERR;
     svm.vmcb.write64(VMCB_CONTROL.EVENTINJ, (BigInt(ex.hasErrorCode ? ex.errorCode >>> 0 : 0) << 32n) | BigInt(lo >>> 0));
@@ -694,6 +795,8 @@ export class SvmBackend implements X86Ops {
   /** update_cr8_intercept: intercept CR8 writes only while the TPR masks the highest pending IRQ. */
   updateCr8Intercept(vcpu: KvmVcpu, tpr: number, irr: number): void {
     const svm = svmOf(vcpu);
+    // update_cr8_intercept: with AVIC the TPR lives in the backing page and CR8 writes never exit.
+    if (avicActive(vcpu)) return;
     setCrIntercept(svm, crWriteBit(8), false);
     if (irr === -1) return;
     if (tpr >= irr) setCrIntercept(svm, crWriteBit(8), true);
@@ -718,6 +821,8 @@ export class SvmBackend implements X86Ops {
     const ctl = v.read32(VMCB_CONTROL.INT_CTL);
     if (on) avicInitVcpu(vcpu, svm);
     v.write32(VMCB_CONTROL.INT_CTL, on ? ctl | AVIC_ENABLE_MASK : ctl & ~AVIC_ENABLE_MASK);
+    // init_vmcb: CR8 writes are intercepted only without AVIC (the hardware keeps TPR in the backing page).
+    setCrIntercept(svm, crWriteBit(8), !on);
     v.markDirty(VmcbCleanBit.AVIC);
     avicSetRunning(vcpu, on);
   }

@@ -13,6 +13,15 @@ export class VcpuSvm {
   asidGeneration = 0;
   /** svm->next_rip: where skipEmulatedInstruction goes (nRIP of the last exit, or an exit's EXITINFO2). */
   nextRip = 0n;
+  /**
+   * svm->soft_int_*: a software interrupt or INT3/INTO that KVM injected (EVENTINJ with NRIP
+   * as its return address), kept to re-inject it if an exit interrupts its delivery
+   * (svm_update_soft_interrupt_rip / svm_complete_soft_interrupt). Linear RIPs (CS base + RIP).
+   */
+  softIntInjected = false;
+  softIntCsbase = 0n;
+  softIntOldRip = 0n;
+  softIntNextRip = 0n;
   /** HF_NMI_MASK: an NMI was injected and its IRET has not executed. */
   nmiMasked = false;
   /** HF_IRET_MASK: the IRET intercept fired; NMIs open once RIP moves past nmiIretRip. */
@@ -45,6 +54,11 @@ export class VcpuSvm {
   avicDoorbells = 0;
   avicIpiWakeups = 0;
   avicTrapWrites = 0;
+  /** The LAPIC register page mapped as the backing page (avic_get_backing_page_address: __pa(apic->regs)). */
+  avicBackingRegs: Uint32Array | null = null;
+  /** svm->ldr_reg / svm->dfr_reg: the LDR and DFR the logical APIC ID table entry was built from. */
+  avicLdrReg = 0;
+  avicDfrReg = 0xffffffff;
   /** PMU counters (AMD legacy PERF_CTL0–3 / PERF_CTR0–3). */
   readonly perfCtl = [0n, 0n, 0n, 0n];
   readonly perfCtrBase = [0n, 0n, 0n, 0n];

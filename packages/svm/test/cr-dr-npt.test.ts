@@ -70,26 +70,26 @@ describe('NPT walk (APM 15.25)', () => {
     const { mmu, walker, slot, kvm } = mmuVm();
     mmu.pageFault(0x5000n, false);
     const ex = new GuestExit();
-    expect(walker.translate(0x5000n, ACCESS_READ, 0n, false, ex)).toBe(slot.hostBase + 0x5000);
-    expect(walker.translate(0x5000n, ACCESS_FETCH, 0n, false, ex)).toBe(slot.hostBase + 0x5000);
+    expect(walker.translate(0x5000, ACCESS_READ, 0, false, ex)).toBe(slot.hostBase + 0x5000);
+    expect(walker.translate(0x5000, ACCESS_FETCH, 0, false, ex)).toBe(slot.hostBase + 0x5000);
     const leaf = kvm.hostMemory.read64(mmu.leafEntryAddress(5, false));
     expect(leaf & 0x20n).toBe(0x20n);
-    expect(walker.translate(0x5000n, ACCESS_WRITE, 0n, false, ex)).toBe(slot.hostBase + 0x5000);
+    expect(walker.translate(0x5000, ACCESS_WRITE, 0, false, ex)).toBe(slot.hostBase + 0x5000);
     expect(kvm.hostMemory.read64(mmu.leafEntryAddress(5, false)) & 0x40n).toBe(0x40n);
   });
 
   test('not present → #NPF with P clear; write-protected (dirty logging) → P|RW; MMIO leaf → RSVD', () => {
     const { mmu, walker } = mmuVm(KVM_MEM_LOG_DIRTY_PAGES);
     const ex = new GuestExit();
-    expect(walker.translate(0x7000n, ACCESS_READ, 0n, false, ex)).toBe(-1);
+    expect(walker.translate(0x7000, ACCESS_READ, 0, false, ex)).toBe(-1);
     expect(ex.kind).toBe(GuestExitKind.TDP_FAULT);
     expect(ex.tdpPermissions).toBe(0);
     mmu.pageFault(0x7000n, false); // a read fault on a logged slot maps read-only
-    expect(walker.translate(0x7000n, ACCESS_WRITE, 0n, false, ex)).toBe(-1);
+    expect(walker.translate(0x7000, ACCESS_WRITE, 0, false, ex)).toBe(-1);
     expect(ex.tdpPermissions).not.toBe(0);
     expect(ex.reservedBit).toBe(false);
     mmu.pageFault(0x20000000n, false); // no slot: MMIO leaf
-    expect(walker.translate(0x20000000n, ACCESS_READ, 0n, false, ex)).toBe(-1);
+    expect(walker.translate(0x20000000, ACCESS_READ, 0, false, ex)).toBe(-1);
     expect(ex.reservedBit).toBe(true);
   });
 });

@@ -154,3 +154,24 @@ describe('other exits', () => {
     expect(encodeVectoring(ex)).toBe(0n);
   });
 });
+
+describe('trap-like and AVIC exits (APM 15.35, 15.29)', () => {
+  test('CR write traps 0x90+n and EFER_WRITE_TRAP 0x8F: EXITINFO1 = the new value, nRIP = RIP past the write', () => {
+    const cr4 = encode((ex) => Object.assign(ex, { kind: GuestExitKind.CR_WRITE_TRAP, crNumber: 4, value: 0x6a0n, nextRip: 0x2003n }));
+    expect([cr4.code, cr4.info1, cr4.nrip]).toEqual([0x94n, 0x6a0n, 0x2003n]);
+    const cr8 = encode((ex) => Object.assign(ex, { kind: GuestExitKind.CR_WRITE_TRAP, crNumber: 8, value: 5n, nextRip: 0x10n }));
+    expect(cr8.code).toBe(BigInt(SvmExit.CR8_WRITE_TRAP));
+    const efer = encode((ex) => Object.assign(ex, { kind: GuestExitKind.MSR_WRITE_TRAP, msrIndex: 0xc0000080, value: 0xd01n, nextRip: 0x3002n }));
+    expect([efer.code, efer.info1, efer.nrip]).toEqual([0x8fn, 0xd01n, 0x3002n]);
+  });
+  test('AVIC_NOACCEL 0x402: offset | write bit 32 (fault-like read/write, trap-like write with the vector in EXITINFO2); AVIC_INCOMPLETE_IPI 0x401', () => {
+    const read = encode((ex) => Object.assign(ex, { kind: GuestExitKind.APIC_ACCESS, gpa: 0x390n, access: 1 }));
+    expect([read.code, read.info1, read.info2]).toEqual([0x402n, 0x390n, 0n]);
+    const fault = encode((ex) => Object.assign(ex, { kind: GuestExitKind.APIC_ACCESS, gpa: 0x200n, access: ACCESS_WRITE }));
+    expect(fault.info1).toBe(0x200n | (1n << 32n));
+    const trap = encode((ex) => Object.assign(ex, { kind: GuestExitKind.APIC_WRITE, gpa: 0xb0n, access: ACCESS_WRITE, vector: 0x50 }));
+    expect([trap.code, trap.info1, trap.info2]).toEqual([0x402n, 0xb0n | (1n << 32n), 0x50n]);
+    const ipi = encode((ex) => Object.assign(ex, { kind: GuestExitKind.INCOMPLETE_IPI, value: (0x03000000n << 32n) | 0x4041n, errorCode: 1, vector: 3 }));
+    expect([ipi.code, ipi.info1, ipi.info2]).toEqual([0x401n, (0x03000000n << 32n) | 0x4041n, (1n << 32n) | 3n]);
+  });
+});

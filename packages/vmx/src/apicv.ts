@@ -108,11 +108,25 @@ export function vmxSetVirtualApicMode(vcpu: KvmVcpu, config: VmcsConfig): void {
   v.write32(F.SECONDARY_VM_EXEC_CONTROL, sec);
 }
 
-/** vmx_set_apic_access_page_addr: the host page backing the guest's APIC-access page. */
+/** The xAPIC's default base (APIC_DEFAULT_PHYS_BASE), where KVM maps the APIC-access page. */
+export const APIC_DEFAULT_PHYS_BASE = 0xfee00000;
+
+/**
+ * vmx_set_apic_access_page_addr: APIC_ACCESS_ADDR = the host page that backs guest-physical
+ * APIC_DEFAULT_PHYS_BASE (gfn_to_page), so EPT translates guest APIC accesses to it and the
+ * processor virtualizes them (SDM 29.4). KVM creates that backing itself (a private memslot,
+ * kvm_alloc_apic_access_page); tsvisor's core does not yet, so the memslot userspace places at
+ * 0xFEE00000 is used, and without one a host page no EPT entry reaches stands in (every APIC
+ * access then stays an EPT misconfiguration that the in-kernel LAPIC emulates).
+ */
 export function vmxSetApicAccessPageAddr(vcpu: KvmVcpu): void {
   const vmx = toVmx(vcpu);
-  if (vmx.apicAccessPage < 0) vmx.apicAccessPage = vcpu.kvm.hostMemory.allocPages(1, 'vmx apic-access page');
+  const backed = vcpu.kvm.memslots.gpaToHpa(APIC_DEFAULT_PHYS_BASE);
+  if (backed >= 0) vmx.apicAccessPage = backed;
+  else if (vmx.apicAccessPage < 0) vmx.apicAccessPage = vcpu.kvm.hostMemory.allocPages(1, 'vmx apic-access page');
   vmx.vmcs.writeNum(F.APIC_ACCESS_ADDR, vmx.apicAccessPage);
+  // The mapping of the page changed: drop the current context's translations (vmx_flush_tlb_current).
+  vcpu.makeRequest(KvmReq.TLB_FLUSH_CURRENT);
 }
 
 function piControl(vcpu: KvmVcpu): { bytes: Uint8Array; offset: number } {

@@ -4,6 +4,7 @@
  * guest is not entered and no exit is recorded); a failed guest-state check is a VM exit with
  * basic reason 33 and bit 31 set (SDM 27.8).
  */
+import { MAXPHYADDR as CORE_MAXPHYADDR } from '@tsvisor/core';
 import { F } from './vmcs/fields';
 import { Vmcs, VmInstructionError } from './vmcs/vmcs';
 import * as D from './vmx-defs';
@@ -13,8 +14,8 @@ import {
   VMX_CR0_FIXED1, VMX_CR4_FIXED0, VMX_CR4_FIXED1,
 } from './capabilities';
 
-/** Physical-address width of the emulated processor (CPUID.80000008H:EAX[7:0]). */
-export const MAXPHYADDR = 40;
+/** Physical-address width of the emulated processor (CPUID.80000008H:EAX[7:0]): one value for the whole machine. */
+export const MAXPHYADDR = CORE_MAXPHYADDR;
 
 export type EntryCheckResult =
   | { ok: true }
@@ -347,7 +348,27 @@ export function checkGuestState(v: Vmcs): EntryCheckResult {
   if (v.readLow(F.VMCS_LINK_POINTER) !== 0xffffffff || v.readHigh(F.VMCS_LINK_POINTER) !== 0xffffffff) {
     return guest('VMCS link pointer must be FFFFFFFF_FFFFFFFF', 4);
   }
+  // 27.3.1.6: entry to PAE paging with EPT checks the PDPTE fields (without EPT, 27.3.2.4 loads
+  // them from CR3 instead).
+  if (cr0 & 0x80000000 && cr4 & 0x20 && !ia32e && proc2 & D.SECONDARY_EXEC_ENABLE_EPT) {
+    const bad = badGuestPdpte(v);
+    if (bad >= 0) return guest(`GUEST_PDPTR${bad} sets reserved bits (PAE paging with EPT)`, 2);
+  }
   return OK;
+}
+
+const GUEST_PDPTRS = [F.GUEST_PDPTR0, F.GUEST_PDPTR1, F.GUEST_PDPTR2, F.GUEST_PDPTR3] as const;
+/** Reserved bits of a present PAE PDPTE (SDM Table 4-8): 2:1 and 8:5 (low half), 63:MAXPHYADDR (high half). */
+const PDPTE_RSVD_LO = 0x1e6;
+const PDPTE_RSVD_HI = ~((1 << (MAXPHYADDR - 32)) - 1);
+
+/** The first GUEST_PDPTRn that is present (bit 0) with a reserved bit set, or -1 (SDM 27.3.1.6). */
+function badGuestPdpte(v: Vmcs): number {
+  for (let i = 0; i < 4; i++) {
+    const lo = v.readLow(GUEST_PDPTRS[i]);
+    if (lo & 1 && (lo & PDPTE_RSVD_LO || v.readHigh(GUEST_PDPTRS[i]) & PDPTE_RSVD_HI)) return i;
+  }
+  return -1;
 }
 
 /**

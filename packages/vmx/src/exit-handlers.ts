@@ -16,6 +16,9 @@ import * as D from './vmx-defs';
 import { handleCr, handleDr } from './cr';
 import { handleUd } from './hypercall';
 import { vmxFlushPmlBuffer } from './pml';
+import { handleTaskSwitch } from './task-switch';
+import { handleInvpcid } from './invpcid';
+import { handleApicAccess, handleApicEoiInduced, handleApicWrite, handleTprBelowThreshold } from './apic-exits';
 
 export type ExitHandler = (vcpu: KvmVcpu) => number;
 
@@ -154,10 +157,6 @@ function handleVmxInstruction(vcpu: KvmVcpu): number {
   return 1;
 }
 
-function handleTprBelowThreshold(vcpu: KvmVcpu): number {
-  vcpu.makeRequest(KvmReq.EVENT);
-  return 1;
-}
 
 /** kvm_set_xcr (SDM Vol. 1 13.3): XCR0 bit 0 always, AVX needs SSE, only what CPUID.0DH allows. */
 function handleXsetbv(vcpu: KvmVcpu): number {
@@ -236,16 +235,6 @@ function handleMonitorTrap(_vcpu: KvmVcpu): number {
   return 1;
 }
 
-function handleApicWrite(vcpu: KvmVcpu): number {
-  // Trap-like: the write is done; tell the (in-kernel) APIC. Without one there is nothing to update.
-  vcpu.makeRequest(KvmReq.EVENT);
-  return 1;
-}
-
-function handleEoiInduced(vcpu: KvmVcpu): number {
-  vcpu.makeRequest(KvmReq.EVENT);
-  return 1;
-}
 
 function handleMachineCheck(_vcpu: KvmVcpu): number {
   return 1;
@@ -276,9 +265,9 @@ export const kvmVmxExitHandlers: readonly (ExitHandler | undefined)[] = (() => {
   for (const r of [E.VMCLEAR, E.VMLAUNCH, E.VMPTRLD, E.VMPTRST, E.VMREAD, E.VMRESUME, E.VMWRITE, E.VMOFF, E.VMON,
     E.INVEPT, E.INVVPID, E.VMFUNC]) t[r] = handleVmxInstruction;
   t[E.TPR_BELOW_THRESHOLD] = handleTprBelowThreshold;
-  t[E.APIC_ACCESS] = handleEmulate;
+  t[E.APIC_ACCESS] = handleApicAccess;
   t[E.APIC_WRITE] = handleApicWrite;
-  t[E.EOI_INDUCED] = handleEoiInduced;
+  t[E.EOI_INDUCED] = handleApicEoiInduced;
   t[E.WBINVD] = handleNop;
   t[E.XSETBV] = handleXsetbv;
   t[E.MCE_DURING_VMENTRY] = handleMachineCheck;
@@ -293,7 +282,9 @@ export const kvmVmxExitHandlers: readonly (ExitHandler | undefined)[] = (() => {
   t[E.RDRAND] = handleInvalidOp;
   t[E.RDSEED] = handleInvalidOp;
   t[E.PML_FULL] = handlePmlFull;
+  t[E.INVPCID] = handleInvpcid;
   t[E.PREEMPTION_TIMER] = handlePreemptionTimer;
+  t[E.TASK_SWITCH] = handleTaskSwitch;
   return t;
 })();
 
@@ -325,7 +316,7 @@ export function vmxHandleExit(vcpu: KvmVcpu, _fastpath: ExitFastpathCompletion):
   }
   const vectoring = vmx.idtVectoringInfo;
   if (vectoring & D.INTR_INFO_VALID_MASK && basic !== D.ExitReason.EXCEPTION_NMI && basic !== D.ExitReason.EPT_VIOLATION &&
-    basic !== D.ExitReason.PML_FULL && basic !== D.ExitReason.TASK_SWITCH) {
+    basic !== D.ExitReason.PML_FULL && basic !== D.ExitReason.TASK_SWITCH && basic !== D.ExitReason.APIC_ACCESS) {
     internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_DELIVERY_EV,
       `exit reason ${D.exitReasonName(basic)} while delivering an event (IDT-vectoring info 0x${(vectoring >>> 0).toString(16)})`);
     run.internal.data = [BigInt(vectoring >>> 0), BigInt(reason >>> 0), v.readNat(F.EXIT_QUALIFICATION)];

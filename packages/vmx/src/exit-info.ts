@@ -28,6 +28,12 @@ export function emptyExitRecord(): VmxExitRecord {
   return { reason: 0, qualification: 0n, intrInfo: 0, intrErrorCode: 0, instructionLength: 0, instructionInfo: 0, guestPhysicalAddress: 0n, guestLinearAddress: 0n };
 }
 
+// @tsvisor/core's exports are getters on a dictionary-mode object: encodeExit, on every exit,
+// reads the enums through these module-level references instead.
+const K = GuestExitKind;
+const II = InterceptInsn;
+const ET = EventType;
+
 /** Instructions that exit unconditionally or by control, by the processor's InterceptInsn. */
 const INSN_EXIT_REASON: Partial<Record<InterceptInsn, ExitReason>> = {
   [InterceptInsn.CPUID]: ExitReason.CPUID,
@@ -178,13 +184,13 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
   out.guestPhysicalAddress = 0n;
   out.guestLinearAddress = 0n;
   switch (e.kind) {
-    case GuestExitKind.BUDGET:
-    case GuestExitKind.EXTERNAL_INTERRUPT:
+    case K.BUDGET:
+    case K.EXTERNAL_INTERRUPT:
       // The time slice or a kick arrives as a host interrupt (the host's local timer).
       out.reason = ExitReason.EXTERNAL_INTERRUPT;
       if (ackIntrOnExit) out.intrInfo = (HOST_LOCAL_TIMER_VECTOR | INTR_TYPE_EXT_INTR | INTR_INFO_VALID_MASK) >>> 0;
       break;
-    case GuestExitKind.EXCEPTION: {
+    case K.EXCEPTION: {
       out.reason = ExitReason.EXCEPTION_NMI;
       const type = exceptionIntrType(e);
       out.intrInfo = ((e.vector & 0xff) | type | INTR_INFO_VALID_MASK | (e.hasErrorCode ? INTR_INFO_DELIVER_CODE_MASK : 0)) >>> 0;
@@ -196,55 +202,60 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
       else if (e.vector === 1) out.qualification = (e.pendingDr6 & 0x600fn) | (e.pendingDr6 & 0x10000n ? 0n : 0x10000n);
       break;
     }
-    case GuestExitKind.NMI:
+    case K.NMI:
       out.reason = ExitReason.EXCEPTION_NMI;
       out.intrInfo = (2 | INTR_TYPE_NMI_INTR | INTR_INFO_VALID_MASK) >>> 0;
       break;
-    case GuestExitKind.TRIPLE_FAULT:
-    case GuestExitKind.SHUTDOWN:
+    case K.TRIPLE_FAULT:
+    case K.SHUTDOWN:
       out.reason = ExitReason.TRIPLE_FAULT;
       break;
-    case GuestExitKind.INIT:
+    case K.INIT:
       out.reason = ExitReason.INIT_SIGNAL;
       break;
-    case GuestExitKind.SIPI:
+    case K.SIPI:
       out.reason = ExitReason.SIPI_SIGNAL;
       out.qualification = BigInt(e.vector & 0xff);
       break;
-    case GuestExitKind.INTERRUPT_WINDOW:
+    case K.INTERRUPT_WINDOW:
       out.reason = ExitReason.INTERRUPT_WINDOW;
       break;
-    case GuestExitKind.NMI_WINDOW:
+    case K.NMI_WINDOW:
       out.reason = ExitReason.NMI_WINDOW;
       break;
-    case GuestExitKind.TASK_SWITCH:
+    case K.TASK_SWITCH:
       out.reason = ExitReason.TASK_SWITCH;
       out.qualification = taskSwitchQualification(e);
       out.instructionLength = e.insnLength;
       break;
-    case GuestExitKind.INSTRUCTION: {
-      out.reason = e.insn === InterceptInsn.VMX_INSN
+    case K.INSTRUCTION: {
+      out.reason = e.insn === II.VMX_INSN
         ? vmxInstructionExitReason(e.insnBytes, e.insnBytesCount)
         : INSN_EXIT_REASON[e.insn] ?? ExitReason.VMCALL;
       out.instructionLength = e.insnLength;
-      if (e.insn === InterceptInsn.INVLPG) out.qualification = e.faultAddress;
-      if (out.reason === ExitReason.GDTR_IDTR || out.reason === ExitReason.LDTR_TR || e.insn === InterceptInsn.INVPCID) {
+      if (e.insn === II.INVLPG) out.qualification = e.faultAddress;
+      if (out.reason === ExitReason.GDTR_IDTR || out.reason === ExitReason.LDTR_TR) {
         out.instructionInfo = e.instructionInfo >>> 0;
         out.qualification = e.memOperandAddress;
       }
+      // SDM 28.2.1 / Table 28-11: INVPCID reports its displacement and the decoded operands.
+      if (e.insn === II.INVPCID) {
+        out.instructionInfo = e.instructionInfo >>> 0;
+        out.qualification = e.displacement;
+      }
       break;
     }
-    case GuestExitKind.CR_ACCESS:
+    case K.CR_ACCESS:
       out.reason = ExitReason.CR_ACCESS;
       out.qualification = crQualification(e);
       out.instructionLength = e.insnLength;
       break;
-    case GuestExitKind.DR_ACCESS:
+    case K.DR_ACCESS:
       out.reason = ExitReason.DR_ACCESS;
       out.qualification = drQualification(e);
       out.instructionLength = e.insnLength;
       break;
-    case GuestExitKind.IO:
+    case K.IO:
       out.reason = ExitReason.IO_INSTRUCTION;
       out.qualification = ioQualification(e);
       out.instructionLength = e.insnLength;
@@ -253,16 +264,16 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
         out.guestLinearAddress = e.gla;
       }
       break;
-    case GuestExitKind.MSR_READ:
+    case K.MSR_READ:
       out.reason = ExitReason.MSR_READ;
       out.instructionLength = e.insnLength;
       break;
-    case GuestExitKind.MSR_WRITE:
+    case K.MSR_WRITE:
       out.reason = ExitReason.MSR_WRITE;
       out.instructionLength = e.insnLength;
       break;
-    case GuestExitKind.TDP_FAULT:
-    case GuestExitKind.MMIO:
+    case K.TDP_FAULT:
+    case K.MMIO:
       // Without TDP the processor reports unbacked guest-physical accesses as MMIO; to KVM
       // that is an EPT violation on a not-present entry (permissions 0).
       out.reason = ExitReason.EPT_VIOLATION;
@@ -270,33 +281,35 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
       out.guestPhysicalAddress = e.gpa;
       out.guestLinearAddress = e.glaValid ? e.gla : 0n;
       break;
-    case GuestExitKind.TDP_MISCONFIG:
+    case K.TDP_MISCONFIG:
       out.reason = ExitReason.EPT_MISCONFIG;
       out.guestPhysicalAddress = e.gpa;
       break;
-    case GuestExitKind.PREEMPTION_TIMER:
+    case K.PREEMPTION_TIMER:
       out.reason = ExitReason.PREEMPTION_TIMER;
       break;
-    case GuestExitKind.MONITOR_TRAP_FLAG:
+    case K.MONITOR_TRAP_FLAG:
       out.reason = ExitReason.MONITOR_TRAP_FLAG;
       break;
-    case GuestExitKind.PML_FULL:
+    case K.PML_FULL:
       out.reason = ExitReason.PML_FULL;
       break;
-    case GuestExitKind.TPR_BELOW_THRESHOLD:
+    case K.TPR_BELOW_THRESHOLD:
       out.reason = ExitReason.TPR_BELOW_THRESHOLD;
       break;
-    case GuestExitKind.APIC_ACCESS:
-      // SDM 28.2.1 Table 28-6: page offset 11:0; access type 15:12 (0 linear read, 1 linear write, 2 fetch).
+    case K.APIC_ACCESS:
+      // SDM 28.2.1 Table 28-6: page offset 11:0; access type 15:12 (0 linear read, 1 linear write,
+      // 2 fetch, 3 linear access during event delivery — IDT-vectoring information then valid).
       out.reason = ExitReason.APIC_ACCESS;
-      out.qualification = BigInt((Number(e.gpa & 0xfffn) | ((e.access & ACCESS_FETCH ? 2 : e.access & ACCESS_WRITE ? 1 : 0) << 12)) >>> 0);
+      out.qualification = BigInt((Number(e.gpa & 0xfffn) |
+        ((e.vectoring.valid ? 3 : e.access & ACCESS_FETCH ? 2 : e.access & ACCESS_WRITE ? 1 : 0) << 12)) >>> 0);
       out.instructionLength = e.insnLength;
       break;
-    case GuestExitKind.VIRTUALIZED_EOI:
+    case K.VIRTUALIZED_EOI:
       out.reason = ExitReason.EOI_INDUCED;
       out.qualification = BigInt(e.vector & 0xff);
       break;
-    case GuestExitKind.APIC_WRITE:
+    case K.APIC_WRITE:
       out.reason = ExitReason.APIC_WRITE;
       out.qualification = e.gpa & 0xfffn;
       break;
@@ -307,8 +320,8 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
   // SDM 28.2.4: an exit during delivery of a software interrupt or exception reports that
   // instruction's length, so the VMM can re-inject it (VM_ENTRY_INSTRUCTION_LEN).
   const vt = e.vectoring;
-  if (vt.valid && (vt.type === EventType.SOFTWARE_INTERRUPT || vt.type === EventType.PRIVILEGED_SOFTWARE_EXCEPTION ||
-    vt.type === EventType.SOFTWARE_EXCEPTION)) {
+  if (vt.valid && (vt.type === ET.SOFTWARE_INTERRUPT || vt.type === ET.PRIVILEGED_SOFTWARE_EXCEPTION ||
+    vt.type === ET.SOFTWARE_EXCEPTION)) {
     out.instructionLength = vt.insnLength;
   }
   return out;
@@ -328,8 +341,14 @@ export function recordExit(vmcs: Vmcs, r: VmxExitRecord, e: GuestExit): void {
   else vmcs.exitWriteNat(F.GUEST_PHYSICAL_ADDRESS, r.guestPhysicalAddress);
   if (r.guestLinearAddress === 0n) vmcs.exitWriteNum(F.GUEST_LINEAR_ADDRESS, 0);
   else vmcs.exitWriteNat(F.GUEST_LINEAR_ADDRESS, r.guestLinearAddress);
-  const v = idtVectoringInfo(e);
-  vmcs.exitWrite32(F.IDT_VECTORING_INFO_FIELD, v.info);
-  vmcs.exitWrite32(F.IDT_VECTORING_ERROR_CODE, v.errorCode);
+  // (idtVectoringInfo without its result object: no allocation per exit)
+  const vt = e.vectoring;
+  let info = 0;
+  if (vt.valid) {
+    info = (vt.vector & 0xff) | ((vt.type & 7) << 8) | INTR_INFO_VALID_MASK;
+    if (vt.hasErrorCode) info |= INTR_INFO_DELIVER_CODE_MASK;
+  }
+  vmcs.exitWrite32(F.IDT_VECTORING_INFO_FIELD, info >>> 0);
+  vmcs.exitWrite32(F.IDT_VECTORING_ERROR_CODE, vt.valid ? vt.errorCode >>> 0 : 0);
 }
 

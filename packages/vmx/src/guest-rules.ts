@@ -9,8 +9,12 @@ import { F } from './vmcs/fields';
 import { Vmcs } from './vmcs/vmcs';
 import * as D from './vmx-defs';
 import { PREEMPTION_TIMER_RATE } from './capabilities';
+import { VmxApicv, VmxApicAccessPage, VmxCr8Shadow } from './apic-access';
 
 const PF_VECTOR = 14;
+const S_TIMER_VALUE = Vmcs.slotOf(F.VMX_PREEMPTION_TIMER_VALUE);
+/** No preemption-timer deadline (a constant: `-1n` in an expression negates, and allocates, each time). */
+const NO_DEADLINE = -1n;
 
 export class VmxGuestModeRules implements GuestModeRules {
   readonly insn = new Uint8Array(InterceptInsn.COUNT);
@@ -22,6 +26,14 @@ export class VmxGuestModeRules implements GuestModeRules {
   tlbTag = 0;
   monitorTrapFlag = false;
   preemptionDeadlineTsc = -1n;
+  /** With EPT and PAE paging, VM entry supplies the PDPTE registers from GUEST_PDPTR0-3 (vmenter.ts, SDM 27.3.2.4). */
+  pdptrsLoaded = false;
+  /** APIC virtualization (SDM ch. 29, apic-access.ts): the APIC-access page and CR8 with a TPR shadow, armed at entry. */
+  apicPage: VmxApicAccessPage | null = null;
+  cr8: VmxCr8Shadow | null = null;
+  readonly apicv = new VmxApicv();
+  /** SDM 26.2: INIT signals always exit in VMX non-root operation; SIPIs exit in wait-for-SIPI. */
+  readonly initSipiExits = true;
 
   // Cached controls (SDM 25.6)
   pin = 0;
@@ -43,16 +55,19 @@ export class VmxGuestModeRules implements GuestModeRules {
   private ioB: Uint8Array | null = null;
   private ioBOff = 0;
 
-  /** Re-read the controls from the VMCS (called at every VM entry, after the entry checks passed). */
-  /** VMCS generation these rules were computed from (unchanged VMCS → only the timer is recomputed). */
+  /** Vmcs.ctlGeneration these rules were computed from: they read only control fields, so an
+   * entry with no control field written since only recomputes the preemption-timer deadline. */
   private loadedGeneration = -1;
+  private loadedVmcs: Vmcs | null = null;
 
+  /** Re-read the controls from the VMCS (called at every VM entry, after the entry checks passed). */
   load(vmcs: Vmcs, host: HostMemory, guestTsc: bigint): void {
-    if (vmcs.generation === this.loadedGeneration) {
+    if (vmcs.ctlGeneration === this.loadedGeneration && vmcs === this.loadedVmcs) {
       this.loadTimer(vmcs, guestTsc);
       return;
     }
-    this.loadedGeneration = vmcs.generation;
+    this.loadedGeneration = vmcs.ctlGeneration;
+    this.loadedVmcs = vmcs;
     const pin = (this.pin = vmcs.read32(F.PIN_BASED_VM_EXEC_CONTROL));
     const proc = (this.proc = vmcs.read32(F.CPU_BASED_VM_EXEC_CONTROL));
     const proc2 = (this.proc2 = proc & D.CPU_BASED_ACTIVATE_SECONDARY_CONTROLS ? vmcs.read32(F.SECONDARY_VM_EXEC_CONTROL) : 0);
@@ -97,6 +112,7 @@ export class VmxGuestModeRules implements GuestModeRules {
     this.nmiWindowExiting = (proc & D.CPU_BASED_NMI_WINDOW_EXITING) !== 0;
     this.monitorTrapFlag = (proc & D.CPU_BASED_MONITOR_TRAP_FLAG) !== 0;
     this.tlbTag = proc2 & D.SECONDARY_EXEC_ENABLE_VPID ? vmcs.read16(F.VIRTUAL_PROCESSOR_ID) : 0;
+    this.apicv.arm(this, vmcs, host, proc, proc2);
 
     if (proc & D.CPU_BASED_USE_MSR_BITMAPS) {
       // A bitmap address with no memory behind it reads as all-ones: every MSR exits.
@@ -116,15 +132,15 @@ export class VmxGuestModeRules implements GuestModeRules {
   private loadTimer(vmcs: Vmcs, guestTsc: bigint): void {
     // SDM 26.5.1: the timer counts down by 1 each time TSC bit X changes (X = IA32_VMX_MISC[4:0]).
     if (this.pin & D.PIN_BASED_VMX_PREEMPTION_TIMER) {
-      const value = vmcs.read32(F.VMX_PREEMPTION_TIMER_VALUE);
+      const value = vmcs.loadSlotInt(S_TIMER_VALUE);
       // 2^32 - 1 ticks (2^37 TSC cycles) is beyond any single entry's instruction budget.
-      if (value === 0xffffffff) {
-        this.preemptionDeadlineTsc = -1n;
+      if (value === -1) {
+        this.preemptionDeadlineTsc = NO_DEADLINE;
         return;
       }
-      const v = BigInt(value);
+      const v = BigInt(value >>> 0);
       this.preemptionDeadlineTsc = v === 0n ? guestTsc : ((guestTsc >> BigInt(PREEMPTION_TIMER_RATE)) + v) << BigInt(PREEMPTION_TIMER_RATE);
-    } else this.preemptionDeadlineTsc = -1n;
+    } else this.preemptionDeadlineTsc = NO_DEADLINE;
   }
 
   /** SDM 26.2: the exception bitmap, with #PF filtered by error-code mask/match. */

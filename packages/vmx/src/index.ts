@@ -19,6 +19,9 @@ export { VcpuVmx, KvmVmx, toVmx, toKvmVmx } from './vcpu-vmx';
 export * from './ept/ept';
 export * from './msr';
 export * from './pmu';
+export * from './apic-access';
+export * from './apic-exits';
+export * from './invpcid';
 export { VMCALL_BYTES, VMMCALL_BYTES, guestLinearToPhys } from './hypercall';
 
 /** The CLI's --dump-control-block: every VMCS field of this vCPU by name. */

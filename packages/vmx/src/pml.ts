@@ -3,7 +3,7 @@
  * vmx.c): the processor logs each GPA whose EPT dirty flag it sets; KVM drains the log into
  * the memslot dirty bitmaps at every exit and before userspace reads the log.
  */
-import { Kvm, KvmMemorySlot, KvmVcpu } from '@tsvisor/core';
+import { Kvm, KvmMemorySlot, KvmVcpu, slotBaseGfn } from '@tsvisor/core';
 import { F } from './vmcs/fields';
 import { toVmx } from './vcpu-vmx';
 import { PML_ENTITY_NUM, SECONDARY_EXEC_ENABLE_PML } from './vmx-defs';
@@ -18,11 +18,27 @@ export function vmxFlushPmlBuffer(vcpu: KvmVcpu): void {
   index = index >= PML_ENTITY_NUM ? 0 : index + 1;
   const host = vcpu.kvm.hostMemory;
   const slots = vcpu.kvm.memslots;
+  // The log is one 4 KiB page of 64-bit GPAs, read as 32-bit halves.
+  const region = host.find(vmx.pmlPage);
+  const words = region?.words;
+  let slot: KvmMemorySlot | null = null;
+  let slotBase = 0;
   for (let i = index; i < PML_ENTITY_NUM; i++) {
-    const gpa = host.read64(vmx.pmlPage + i * 8);
-    const gfn = Number(gpa >> 12n);
-    const slot = slots.find(gfn);
-    if (slot) slots.markPageDirty(slot, gfn);
+    let lo: number, hi: number;
+    if (region && words) {
+      const w = (vmx.pmlPage - region.base + i * 8) >>> 2;
+      lo = words[w]; hi = words[w + 1];
+    } else {
+      lo = host.read32(vmx.pmlPage + i * 8); hi = host.read32(vmx.pmlPage + i * 8 + 4);
+    }
+    const gfn = (lo >>> 12) + (hi & 0xf_ffff) * 0x10_0000;
+    // Consecutive entries are nearly always in the same slot: skip the search then.
+    if (slot === null || gfn < slotBase || gfn >= slotBase + slot.npages) {
+      slot = slots.find(gfn);
+      if (slot === null) continue;
+      slotBase = slotBaseGfn(slot);
+    }
+    slots.markPageDirty(slot, gfn);
   }
   v.write16(F.GUEST_PML_INDEX, PML_ENTITY_NUM - 1);
 }
@@ -45,7 +61,12 @@ export function vmxSlotDisableLogDirty(kvm: Kvm, slot: KvmMemorySlot): void {
   kvm.mmu?.slotSetDirty(slot);
 }
 
-/** vmx_enable_log_dirty_pt_masked: re-arm the pages userspace just collected. */
+/** vmx_enable_log_dirty_pt_masked: re-arm the pages userspace just collected (a 64-page bitmap word). */
 export function vmxEnableLogDirtyPtMasked(kvm: Kvm, slot: KvmMemorySlot, gfnOffset: bigint, mask: bigint): void {
-  kvm.mmu?.clearDirtyPtMasked(slot, Number(gfnOffset), Number(mask & 0xffffffffn));
+  if (mask === ALL_PAGES_MASK) {
+    kvm.mmu?.clearDirtyPtMasked(slot, Number(gfnOffset), 0xffffffff, 0xffffffff);
+  } else {
+    kvm.mmu?.clearDirtyPtMasked(slot, Number(gfnOffset), Number(BigInt.asUintN(32, mask)), Number(BigInt.asUintN(32, mask >> 32n)));
+  }
 }
+const ALL_PAGES_MASK = 0xffff_ffff_ffff_ffffn;

@@ -3,7 +3,10 @@
  * counters programmed through IA32_PERFEVTSELx, fixed counters through
  * IA32_FIXED_CTR_CTRL, all gated by IA32_PERF_GLOBAL_CTRL. Counting is exact: a running
  * counter is its value at the last (re)programming plus the processor's retired-instruction
- * or cycle count since then (this processor retires one instruction per cycle of its TSC).
+ * or cycle count since then (this processor retires one instruction per cycle of its TSC),
+ * restricted to the privilege levels it counts at: IA32_PERFEVTSELx USR (bit 16, CPL 1-3) and
+ * OS (bit 17, CPL 0), IA32_FIXED_CTR_CTRL's per-counter enable (1 OS, 2 USR, 3 both; SDM Vol.
+ * 3B 20.2.1.1, 20.2.2), from the processor's per-CPL counts.
  */
 import { kvmFindCpuidEntry, KvmPmc, KvmPmuOps, KvmVcpu, MsrData } from '@tsvisor/core';
 
@@ -29,6 +32,11 @@ export const INTEL_ARCH_EVENTS: readonly { event: number; umask: number; source:
   { event: 0xc0, umask: 0x00, source: PmuSource.INSTRUCTIONS, name: 'Instructions Retired' },
   { event: 0x3c, umask: 0x01, source: PmuSource.CYCLES, name: 'UnHalted Reference Cycles' },
 ];
+/** Privilege levels a counter counts at: OS (CPL 0), USR (CPL > 0), both. */
+export const PMU_RING_OS = 1;
+export const PMU_RING_USR = 2;
+export const PMU_RING_ALL = 3;
+
 /** Fixed counter i counts: 0 instructions retired, 1 core cycles, 2 reference cycles. */
 const FIXED_SOURCES = [PmuSource.INSTRUCTIONS, PmuSource.CYCLES, PmuSource.CYCLES];
 
@@ -39,11 +47,16 @@ export class IntelPmc implements KvmPmc {
   private value = 0n;
   private base = 0;
   private source = PmuSource.NONE;
+  private rings = PMU_RING_ALL;
   constructor(readonly idx: number, private readonly vcpu: KvmVcpu, private readonly width: number) {}
 
   private now(src: PmuSource): number {
-    const s = this.vcpu.cpu.state;
-    return src === PmuSource.INSTRUCTIONS ? s.instructionsRetired : Number(s.tsc);
+    const cpu = this.vcpu.cpu;
+    const s = cpu.state;
+    const all = src === PmuSource.INSTRUCTIONS ? s.instructionsRetired : Number(s.tsc);
+    if (this.rings === PMU_RING_ALL) return all;
+    const user = src === PmuSource.INSTRUCTIONS ? cpu.userInstructionsRetired() : cpu.userCyclesElapsed();
+    return this.rings === PMU_RING_USR ? user : all - user;
   }
   get counter(): bigint {
     const v = this.source === PmuSource.NONE ? this.value : this.value + BigInt(this.now(this.source) - this.base);
@@ -53,10 +66,11 @@ export class IntelPmc implements KvmPmc {
     this.value = BigInt.asUintN(this.width, v);
     if (this.source !== PmuSource.NONE) this.base = this.now(this.source);
   }
-  /** reprogram_counter: fold what has been counted, then start or stop counting `src`. */
-  reprogram(src: PmuSource): void {
+  /** reprogram_counter: fold what has been counted, then start or stop counting `src` at `rings`. */
+  reprogram(src: PmuSource, rings = PMU_RING_ALL): void {
     this.value = this.counter;
     this.source = src;
+    this.rings = rings;
     if (src !== PmuSource.NONE) this.base = this.now(src);
   }
   get running(): boolean {
@@ -83,19 +97,21 @@ export class IntelPmu {
     for (const pmc of this.gp) {
       let src = PmuSource.NONE;
       const sel = pmc.eventsel;
+      const rings = (sel & ARCH_PERFMON_EVENTSEL_OS ? PMU_RING_OS : 0) | (sel & ARCH_PERFMON_EVENTSEL_USR ? PMU_RING_USR : 0);
       if (sel & ARCH_PERFMON_EVENTSEL_ENABLE && sel & (ARCH_PERFMON_EVENTSEL_OS | ARCH_PERFMON_EVENTSEL_USR) &&
         (this.globalCtrl >> BigInt(pmc.idx)) & 1n) {
         const ev = Number(sel & 0xffn);
         const umask = Number((sel >> 8n) & 0xffn);
         src = INTEL_ARCH_EVENTS.find((e) => e.event === ev && e.umask === umask)?.source ?? PmuSource.NONE;
       }
-      pmc.reprogram(src);
+      pmc.reprogram(src, rings);
     }
     for (const pmc of this.fixed) {
       const i = pmc.idx - INTEL_PMC_IDX_FIXED;
+      // IA32_FIXED_CTR_CTRL bits 4i+1:4i: 0 off, 1 OS, 2 USR, 3 all rings (the same encoding as PMU_RING_*).
       const ctl = Number((this.fixedCtrCtrl >> BigInt(4 * i)) & 3n);
       const on = ctl !== 0 && ((this.globalCtrl >> BigInt(pmc.idx)) & 1n) === 1n;
-      pmc.reprogram(on ? FIXED_SOURCES[i] : PmuSource.NONE);
+      pmc.reprogram(on ? FIXED_SOURCES[i] : PmuSource.NONE, ctl);
     }
   }
 }

@@ -25,6 +25,26 @@ export class KvmVmx {
 /** struct pi_desc: the posted-interrupt descriptor lives in host memory (SDM 30.6). */
 export const PI_DESC_SIZE = 64;
 
+/**
+ * The user-return MSR values (vmx->guest_uret_msrs) with a version bumped by every change, so
+ * prepareGuestSwitch reloads them into the processor from its copy when nothing changed.
+ */
+export class VersionedMsrMap extends Map<number, bigint> {
+  version = 0;
+  override set(k: number, v: bigint): this {
+    this.version++;
+    return super.set(k, v);
+  }
+  override delete(k: number): boolean {
+    this.version++;
+    return super.delete(k);
+  }
+  override clear(): void {
+    this.version++;
+    super.clear();
+  }
+}
+
 /** struct vcpu_vmx. */
 export class VcpuVmx {
   readonly vmcs: Vmcs;
@@ -49,9 +69,11 @@ export class VcpuVmx {
   readonly exitRecord: VmxExitRecord = emptyExitRecord();
   /** IDT-vectoring information of the last exit (vmx->idt_vectoring_info). */
   idtVectoringInfo = 0;
-  /** VMCS generation after the last successful entry checks (unchanged VMCS → no re-check). */
+  /** VMCS state generation (Vmcs.stateGeneration) after the last successful entry checks (unchanged VMCS → no re-check). */
   checkedGeneration = -1;
-  /** VMCS generation right after the last exit saved guest state (unchanged → the processor still holds it). */
+  /** Vmcs.ctlGeneration after the last successful control and host-state checks (SDM 27.2). */
+  checkedCtlGeneration = -1;
+  /** Vmcs.stateGeneration right after the last exit saved guest state (unchanged → the processor still holds it). */
   storedGeneration = -1;
   /** The 64-bit guest registers as last loaded into or saved from the processor. */
   readonly synced = {
@@ -61,7 +83,10 @@ export class VcpuVmx {
 
   // MSR state that is not in the VMCS (vmx->guest_msrs, spec_ctrl, …)
   /** The user-return ("shared") MSRs: STAR, LSTAR, CSTAR, SYSCALL_MASK, TSC_AUX, TSX_CTRL. */
-  readonly guestMsrs = new Map<number, bigint>();
+  readonly guestMsrs = new VersionedMsrMap();
+  /** STAR, LSTAR, CSTAR, SFMASK, TSC_AUX as prepareGuestSwitch last read them from guestMsrs (at uretVersion). */
+  readonly uretValues: bigint[] = [0n, 0n, 0n, 0n, 0n];
+  uretVersion = -1;
   kernelGsBase = 0n;
   specCtrl = 0n;
   umwaitControl = 0n;
@@ -106,6 +131,8 @@ export class VcpuVmx {
     this.virtualApicPage = pages + 4 * 4096;
     this.piDesc = pages + 5 * 4096;
     this.vpid = vpid;
+    // APIC virtualization signals a newly pending virtual interrupt to this vCPU's processor (apic-access.ts).
+    this.rules.apicv.cpu = vcpu.cpu;
   }
 }
 /** Pages a vCPU allocates: MSR bitmap, I/O bitmaps A and B, PML buffer, virtual-APIC page, PI descriptor. */

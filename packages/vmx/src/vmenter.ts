@@ -3,8 +3,7 @@
  * and VM exit (ch. 28): guest state saved to the VMCS and exit information recorded.
  */
 import {
-  EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmClearExceptionQueue, kvmClearInterruptQueue,
-  kvmQueueInterrupt, kvmRequeueException, KvmReq,
+  EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmQueueInterrupt, kvmRequeueException, KvmReq,
 } from '@tsvisor/core';
 import { checkControls, checkGuestRip, checkGuestState, checkHostState } from './entry-checks';
 import { encodeExit, recordExit } from './exit-info';
@@ -18,6 +17,9 @@ import { vmxVirtualInterruptAtEntry } from './apicv';
 import { loadMsrList, storeMsrList } from './msr-lists';
 
 const GPR_MASK = 0xffff & ~(1 << KvmReg.RSP);
+// @tsvisor/core's exports are getters on a dictionary-mode object: the hot path reads these copies.
+const EXIT_HALTED = GuestExitKind.HALTED;
+const FASTPATH_NONE = ExitFastpathCompletion.EXIT_FASTPATH_NONE;
 /** The register-cache bits a VM exit invalidates (GPRs live in the processor until read). */
 const EXIT_INVALIDATES = ((1 << 17) - 1) | (1 << KvmReg.CR0) | (1 << KvmReg.CR3) | (1 << KvmReg.CR4) |
   (1 << KvmReg.PDPTR) | (1 << KvmReg.EXIT_INFO_1) | (1 << KvmReg.EXIT_INFO_2);
@@ -30,11 +32,11 @@ const EXIT_INVALIDATES = ((1 << 17) - 1) | (1 << KvmReg.CR0) | (1 << KvmReg.CR3)
 function loadGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const v = vmx.vmcs;
   const s = vcpu.cpu.state;
-  if (v.generation === vmx.storedGeneration) {
-    s.gprLo[KvmReg.RSP] = v.readLow(F.GUEST_RSP) | 0;
-    s.gprHi[KvmReg.RSP] = v.readHigh(F.GUEST_RSP) | 0;
-    s.ripLo = v.readLow(F.GUEST_RIP) | 0;
-    s.ripHi = v.readHigh(F.GUEST_RIP) | 0;
+  if (v.stateGeneration === vmx.storedGeneration) {
+    s.gprLo[REG_RSP] = v.loadSlot(S_RSP) | 0;
+    s.gprHi[REG_RSP] = v.loadSlotHigh(S_RSP) | 0;
+    s.ripLo = v.loadSlot(S_RIP) | 0;
+    s.ripHi = v.loadSlotHigh(S_RIP) | 0;
     loadSwitchedState(vcpu);
     return;
   }
@@ -46,6 +48,7 @@ function loadGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
     s.segLimit[i] = v.read32(f.limit);
     s.segAttr[i] = v.read32(f.ar) & D.VMX_AR_DEFINED;
   }
+  s.segWrites++;
   s.gdtrBase = v.readNat(F.GUEST_GDTR_BASE);
   s.gdtrLimit = v.read32(F.GUEST_GDTR_LIMIT);
   s.idtrBase = v.readNat(F.GUEST_IDTR_BASE);
@@ -99,69 +102,123 @@ function loadSwitchedState(vcpu: KvmVcpu): void {
   s.xcr0 = a.xcr0;
 }
 
-/** Save the processor's guest state into the VMCS (SDM 28.3). */
+/** Storage slots of the segment registers' fields, ES..LDTR × (selector, base, limit, AR). */
+const SEG_SLOTS = new Int16Array(32);
+for (let i = 0; i < 8; i++) {
+  const f = SEGMENT_FIELDS[i];
+  SEG_SLOTS[4 * i] = Vmcs.slotOf(f.sel);
+  SEG_SLOTS[4 * i + 1] = Vmcs.slotOf(f.base);
+  SEG_SLOTS[4 * i + 2] = Vmcs.slotOf(f.limit);
+  SEG_SLOTS[4 * i + 3] = Vmcs.slotOf(f.ar);
+}
+const S_GDTR_LIMIT = Vmcs.slotOf(F.GUEST_GDTR_LIMIT);
+const S_IDTR_LIMIT = Vmcs.slotOf(F.GUEST_IDTR_LIMIT);
+const S_RSP = Vmcs.slotOf(F.GUEST_RSP);
+const S_RIP = Vmcs.slotOf(F.GUEST_RIP);
+const S_RFLAGS = Vmcs.slotOf(F.GUEST_RFLAGS);
+const S_INTERRUPTIBILITY = Vmcs.slotOf(F.GUEST_INTERRUPTIBILITY_INFO);
+const S_ACTIVITY = Vmcs.slotOf(F.GUEST_ACTIVITY_STATE);
+const S_GDTR_BASE = Vmcs.slotOf(F.GUEST_GDTR_BASE);
+const S_IDTR_BASE = Vmcs.slotOf(F.GUEST_IDTR_BASE);
+const S_CR0 = Vmcs.slotOf(F.GUEST_CR0);
+const S_CR3 = Vmcs.slotOf(F.GUEST_CR3);
+const S_CR4 = Vmcs.slotOf(F.GUEST_CR4);
+const S_EFER = Vmcs.slotOf(F.GUEST_IA32_EFER);
+const S_PAT = Vmcs.slotOf(F.GUEST_IA32_PAT);
+const S_DR7 = Vmcs.slotOf(F.GUEST_DR7);
+const S_DEBUGCTL = Vmcs.slotOf(F.GUEST_IA32_DEBUGCTL);
+const S_SYSENTER_CS = Vmcs.slotOf(F.GUEST_SYSENTER_CS);
+const S_SYSENTER_ESP = Vmcs.slotOf(F.GUEST_SYSENTER_ESP);
+const S_SYSENTER_EIP = Vmcs.slotOf(F.GUEST_SYSENTER_EIP);
+const S_PREEMPTION_TIMER = Vmcs.slotOf(F.VMX_PREEMPTION_TIMER_VALUE);
+const S_EXIT_CONTROLS = Vmcs.slotOf(F.VM_EXIT_CONTROLS);
+const S_ENTRY_CONTROLS = Vmcs.slotOf(F.VM_ENTRY_CONTROLS);
+const S_PIN_CONTROLS = Vmcs.slotOf(F.PIN_BASED_VM_EXEC_CONTROL);
+const S_ENTRY_MSR_LOAD_COUNT = Vmcs.slotOf(F.VM_ENTRY_MSR_LOAD_COUNT);
+const S_EXIT_MSR_STORE_COUNT = Vmcs.slotOf(F.VM_EXIT_MSR_STORE_COUNT);
+const S_ENTRY_INTR_INFO = Vmcs.slotOf(F.VM_ENTRY_INTR_INFO_FIELD);
+const S_PDPTR = [F.GUEST_PDPTR0, F.GUEST_PDPTR1, F.GUEST_PDPTR2, F.GUEST_PDPTR3].map((f) => Vmcs.slotOf(f));
+const REG_RSP = KvmReg.RSP;
+const REG_RIP = KvmReg.RIP;
+
+/**
+ * Save the processor's guest state into the VMCS (SDM 28.3). These are the processor's own
+ * stores, not VMWRITEs: they leave the VMCS generation alone, so the next entry re-runs neither
+ * the entry checks nor the guest-mode rules for state the exit itself produced.
+ */
 function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const v = vmx.vmcs;
-  const s = vcpu.cpu.state;
-  for (let i = 0; i < 8; i++) {
-    const f = SEGMENT_FIELDS[i];
-    v.write16(f.sel, s.segSel[i]);
-    v.writeHalves(f.base, s.segBaseLo[i], s.segBaseHi[i]);
-    v.write32(f.limit, s.segLimit[i]);
+  const cpu = vcpu.cpu;
+  const s = cpu.state;
+  // SDM 28.3.1 stores all eight segment registers at every exit. When nothing has written the
+  // VMCS since the last exit stored them (stateGeneration) and the processor has loaded no
+  // segment register since (segWrites), that store would write the values the fields hold.
+  const segsHeld = v.segSavedGeneration === v.stateGeneration && v.segSavedWrites === s.segWrites && v.segSavedBy === s;
+  for (let i = 0; i < 8 && !segsHeld; i++) {
+    const k = 4 * i;
+    v.saveSlot(SEG_SLOTS[k], s.segSel[i] & 0xffff);
+    v.saveSlotHalves(SEG_SLOTS[k + 1], s.segBaseLo[i], s.segBaseHi[i]);
+    v.saveSlot(SEG_SLOTS[k + 2], s.segLimit[i]);
     let ar = s.segAttr[i] & D.VMX_AR_DEFINED;
     // A loaded code/data descriptor is always "accessed" (SDM 3.4.5.1: the processor sets the A
     // bit when it loads the descriptor); store it that way whatever the cached copy says.
     if (!(ar & D.VMX_AR_UNUSABLE_MASK) && ar & 0x10) ar |= 1;
-    v.write32(f.ar, ar);
+    v.saveSlot(SEG_SLOTS[k + 3], ar);
   }
-  // The 64-bit registers are written only when they differ from what was last loaded or saved
-  // (comparing bigints is cheap; converting them is not).
+  // 64-bit registers go through a typed-array conversion (save64: no BigInt operation); CR0/CR4
+  // are merged with their host-owned bits only when they differ from what was last synced.
   const sy = vmx.synced;
-  if (s.gdtrBase !== sy.gdtrBase) v.writeNat(F.GUEST_GDTR_BASE, (sy.gdtrBase = s.gdtrBase));
-  v.write32(F.GUEST_GDTR_LIMIT, s.gdtrLimit);
-  if (s.idtrBase !== sy.idtrBase) v.writeNat(F.GUEST_IDTR_BASE, (sy.idtrBase = s.idtrBase));
-  v.write32(F.GUEST_IDTR_LIMIT, s.idtrLimit);
+  save64(v, S_GDTR_BASE, s.gdtrBase);
+  v.saveSlot(S_GDTR_LIMIT, s.gdtrLimit);
+  save64(v, S_IDTR_BASE, s.idtrBase);
+  v.saveSlot(S_IDTR_LIMIT, s.idtrLimit);
   // SDM 26.3: guest writes never change host-owned CR0/CR4 bits (a differing write exits
   // instead), so those keep the value VM entry loaded.
   if (s.cr0 !== sy.cr0) {
     const m0 = vmx.rules.cr0Mask;
-    v.writeNat(F.GUEST_CR0, (s.cr0 & ~m0) | (v.readNat(F.GUEST_CR0) & m0));
+    v.saveSlotBig(S_CR0, (s.cr0 & ~m0) | (v.readNat(F.GUEST_CR0) & m0));
     sy.cr0 = s.cr0;
   }
-  if (s.cr3 !== sy.cr3) v.writeNat(F.GUEST_CR3, (sy.cr3 = s.cr3));
+  save64(v, S_CR3, s.cr3);
   if (s.cr4 !== sy.cr4) {
     const m4 = vmx.rules.cr4Mask;
-    v.writeNat(F.GUEST_CR4, (s.cr4 & ~m4) | (v.readNat(F.GUEST_CR4) & m4));
+    v.saveSlotBig(S_CR4, (s.cr4 & ~m4) | (v.readNat(F.GUEST_CR4) & m4));
     sy.cr4 = s.cr4;
   }
-  v.writeGuestIp(F.GUEST_RSP, s.gprLo[KvmReg.RSP], s.gprHi[KvmReg.RSP]);
-  v.writeGuestIp(F.GUEST_RIP, s.ripLo, s.ripHi);
-  v.writeHalves(F.GUEST_RFLAGS, s.rflags, 0);
-  const exit = v.read32(F.VM_EXIT_CONTROLS);
-  if (exit & D.VM_EXIT_SAVE_IA32_EFER && s.efer !== sy.efer) v.write64(F.GUEST_IA32_EFER, (sy.efer = s.efer));
-  if (exit & D.VM_EXIT_SAVE_IA32_PAT && s.pat !== sy.pat) v.write64(F.GUEST_IA32_PAT, (sy.pat = s.pat));
+  v.saveSlotHalves(S_RSP, s.gprLo[REG_RSP], s.gprHi[REG_RSP]);
+  v.saveSlotHalves(S_RIP, s.ripLo, s.ripHi);
+  v.saveSlotHalves(S_RFLAGS, s.rflags, 0);
+  const exit = v.loadSlot(S_EXIT_CONTROLS);
+  if (exit & D.VM_EXIT_SAVE_IA32_EFER) save64(v, S_EFER, s.efer);
+  if (exit & D.VM_EXIT_SAVE_IA32_PAT) save64(v, S_PAT, s.pat);
   if (exit & D.VM_EXIT_SAVE_DEBUG_CONTROLS) {
-    if (s.dr7 !== sy.dr7) v.writeNat(F.GUEST_DR7, (sy.dr7 = s.dr7));
-    if (s.debugctl !== sy.debugctl) v.write64(F.GUEST_IA32_DEBUGCTL, (sy.debugctl = s.debugctl));
+    save64(v, S_DR7, s.dr7);
+    save64(v, S_DEBUGCTL, s.debugctl);
   }
   // SDM 28.2 (IA32_VMX_MISC bit 5): EFER.LMA is stored into "IA-32e mode guest".
-  const entry = v.read32(F.VM_ENTRY_CONTROLS);
-  const lma = (s.efer & 0x400n) !== 0n;
+  const entry = v.loadSlot(S_ENTRY_CONTROLS);
+  CONV64[0] = s.efer;
+  const lma = (CONV32[0] & 0x400) !== 0;
   if (lma !== ((entry & D.VM_ENTRY_IA32E_MODE) !== 0)) v.write32(F.VM_ENTRY_CONTROLS, entry ^ D.VM_ENTRY_IA32E_MODE);
-  if (s.sysenterCs !== sy.sysenterCs) v.write32(F.GUEST_SYSENTER_CS, Number((sy.sysenterCs = s.sysenterCs) & 0xffffffffn));
-  if (s.sysenterEsp !== sy.sysenterEsp) v.writeNat(F.GUEST_SYSENTER_ESP, (sy.sysenterEsp = s.sysenterEsp));
-  if (s.sysenterEip !== sy.sysenterEip) v.writeNat(F.GUEST_SYSENTER_EIP, (sy.sysenterEip = s.sysenterEip));
+  CONV64[0] = s.sysenterCs;
+  v.saveSlot(S_SYSENTER_CS, CONV32[0]);
+  save64(v, S_SYSENTER_ESP, s.sysenterEsp);
+  save64(v, S_SYSENTER_EIP, s.sysenterEip);
   let st = 0;
   if (s.stiShadow) st |= D.GUEST_INTR_STATE_STI;
   if (s.movSsShadow) st |= D.GUEST_INTR_STATE_MOV_SS;
   if (s.nmiBlocked) st |= D.GUEST_INTR_STATE_NMI;
-  v.write32(F.GUEST_INTERRUPTIBILITY_INFO, st);
-  v.write32(F.GUEST_ACTIVITY_STATE, s.activity);
+  v.saveSlot(S_INTERRUPTIBILITY, st);
+  v.saveSlot(S_ACTIVITY, s.activity);
   // SDM 28.3.4: the remaining preemption-timer value, when asked to save it.
-  const pin = v.read32(F.PIN_BASED_VM_EXEC_CONTROL);
+  const pin = v.loadSlot(S_PIN_CONTROLS);
   if (pin & D.PIN_BASED_VMX_PREEMPTION_TIMER && exit & D.VM_EXIT_SAVE_VMX_PREEMPTION_TIMER) {
     const left = vmx.rules.preemptionDeadlineTsc - s.tsc;
-    v.write32(F.VMX_PREEMPTION_TIMER_VALUE, left > 0n ? Number(left >> BigInt(PREEMPTION_TIMER_RATE)) : 0);
+    v.saveSlot(S_PREEMPTION_TIMER, left > 0n ? Number(left >> BigInt(PREEMPTION_TIMER_RATE)) : 0);
+  }
+  // SDM 28.3.4: with EPT, an exit from PAE paging stores the PDPTE registers in GUEST_PDPTR0-3.
+  if (vmx.rules.tdp !== null && cpu.pg && cpu.pae && !cpu.lma) {
+    for (let i = 0; i < 4; i++) v.saveSlotHalves(S_PDPTR[i], s.pdptrLo[i], s.pdptrHi[i]);
   }
   const a = vcpu.arch;
   a.cr2 = s.cr2;
@@ -169,7 +226,19 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   a.xcr0 = s.xcr0;
   vmx.kernelGsBase = s.kernelGsBase;
   // The guest owns CR0.PE/PG here (unrestricted guest), so EFER.LMA may have changed without an exit.
-  if (a.efer !== s.efer && exit & D.VM_EXIT_SAVE_IA32_EFER) a.efer = s.efer;
+  if (exit & D.VM_EXIT_SAVE_IA32_EFER) a.efer = s.efer;
+  v.segSavedGeneration = v.stateGeneration;
+  v.segSavedWrites = s.segWrites;
+  v.segSavedBy = s;
+}
+
+/** BigInt → 32-bit halves through a typed array: no BigInt operation and no allocation. */
+const CONV64 = new BigUint64Array(1);
+const CONV32 = new Uint32Array(CONV64.buffer);
+/** Save a 64-bit register (stored modulo 2^64, as VMWRITE of a 64-bit field). */
+function save64(v: Vmcs, slot: number, x: bigint): void {
+  CONV64[0] = x;
+  v.saveSlotHalves(slot, CONV32[0], CONV32[1]);
 }
 
 /** Flush the dirty register cache into the VMCS and the processor (the GPR half of __vmx_vcpu_run). */
@@ -178,16 +247,16 @@ function syncDirtyRegs(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const dirty = a.regsDirty;
   if (dirty === 0) return;
   const v = vmx.vmcs;
-  if (dirty & (1 << KvmReg.RSP)) { const x = a.regs[KvmReg.RSP]; v.writeGuestIp(F.GUEST_RSP, Number(x & 0xffffffffn), Number(x >> 32n)); }
-  if (dirty & (1 << KvmReg.RIP)) { const x = a.regs[KvmReg.RIP]; v.writeGuestIp(F.GUEST_RIP, Number(x & 0xffffffffn), Number(x >> 32n)); }
+  const r32 = a.regs32;
+  if (dirty & (1 << REG_RSP)) v.saveSlotHalves(S_RSP, r32[2 * REG_RSP], r32[2 * REG_RSP + 1]);
+  if (dirty & (1 << REG_RIP)) v.saveSlotHalves(S_RIP, r32[2 * REG_RIP], r32[2 * REG_RIP + 1]);
   const s = vcpu.cpu.state;
   let m = dirty & GPR_MASK;
   while (m) {
     const r = 31 - Math.clz32(m & -m);
     m &= m - 1;
-    const x = a.regs[r];
-    s.gprLo[r] = Number(x & 0xffffffffn) | 0;
-    s.gprHi[r] = Number(x >> 32n) | 0;
+    s.gprLo[r] = r32[2 * r] | 0;
+    s.gprHi[r] = r32[2 * r + 1] | 0;
   }
   a.regsDirty = 0;
 }
@@ -197,22 +266,47 @@ export function vmxVmEntry(vmx: VcpuVmx, vcpu: KvmVcpu): boolean {
   const v = vmx.vmcs;
   vmx.fail = false;
   vmx.failWhy = '';
-  if (v.generation === vmx.checkedGeneration) {
-    // Nothing but RIP/RSP changed since the last checked entry or the last exit's save.
+  const gen = v.stateGeneration;
+  if (gen === vmx.checkedGeneration) {
+    // No VMWRITE since the last checked entry or the last exit's save, except RIP/RSP (and the
+    // preemption timer value, which no check reads): only RIP needs checking (27.3.1.4).
     const r = checkGuestRip(v);
     if (!r.ok && r.kind === 'guest') return guestStateInvalid(vmx, r.exitReason, r.qualification, r.why);
   } else {
-    const c = checkControls(v);
-    const r = c.ok ? checkHostState(v) : c;
-    if (!r.ok && r.kind !== 'guest') {
-      vmx.fail = true;
-      vmx.failWhy = r.why;
-      v.exitWrite32(F.VM_INSTRUCTION_ERROR, r.error);
-      return false;
+    // Controls and host state (27.2) again only when one of their fields was written.
+    if (v.ctlGeneration !== vmx.checkedCtlGeneration) {
+      const c = checkControls(v);
+      const r = c.ok ? checkHostState(v) : c;
+      if (!r.ok && r.kind !== 'guest') {
+        vmx.fail = true;
+        vmx.failWhy = r.why;
+        v.exitWrite32(F.VM_INSTRUCTION_ERROR, r.error);
+        return false;
+      }
+      vmx.checkedCtlGeneration = v.ctlGeneration;
     }
     const g = checkGuestState(v);
     if (!g.ok && g.kind === 'guest') return guestStateInvalid(vmx, g.exitReason, g.qualification, g.why);
-    vmx.checkedGeneration = v.generation;
+    vmx.checkedGeneration = gen;
+  }
+  return true;
+}
+
+/**
+ * SDM 27.3.2.4: with EPT, VM entry to a guest using PAE paging (GUEST_CR0.PG, GUEST_CR4.PAE,
+ * not "IA-32e mode guest") loads the PDPTE registers from GUEST_PDPTR0-3 (27.3.1.6 checked
+ * them), not from the PDPT in memory. Unless something was VMWRITten since the last exit, the
+ * registers still hold what that exit stored. Returns whether the registers were supplied.
+ */
+function loadGuestPdptrs(vmx: VcpuVmx, vcpu: KvmVcpu): boolean {
+  const v = vmx.vmcs;
+  if (!(v.loadSlot(S_CR0) & 0x80000000) || !(v.loadSlot(S_CR4) & 0x20) || v.loadSlot(S_ENTRY_CONTROLS) & D.VM_ENTRY_IA32E_MODE) return false;
+  if (v.stateGeneration !== vmx.storedGeneration) {
+    const s = vcpu.cpu.state;
+    for (let i = 0; i < 4; i++) {
+      s.pdptrLo[i] = v.loadSlot(S_PDPTR[i]) | 0;
+      s.pdptrHi[i] = v.loadSlotHigh(S_PDPTR[i]) | 0;
+    }
   }
   return true;
 }
@@ -246,7 +340,7 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
   if (!vmxVmEntry(vmx, vcpu)) return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
   loadGuestState(vmx, vcpu);
   // SDM 27.4: the VM-entry MSR-load list, after the guest state.
-  const msrLoads = v.read32(F.VM_ENTRY_MSR_LOAD_COUNT);
+  const msrLoads = v.loadSlot(S_ENTRY_MSR_LOAD_COUNT);
   if (msrLoads) {
     const bad = loadMsrList(vcpu.kvm.hostMemory, v.readNum(F.VM_ENTRY_MSR_LOAD_ADDR), msrLoads, cpu.state);
     if (bad) {
@@ -256,13 +350,18 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
       return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
     }
   }
-  vmx.rules.tdp = v.read32(F.SECONDARY_VM_EXEC_CONTROL) & D.SECONDARY_EXEC_ENABLE_EPT &&
-    v.read32(F.CPU_BASED_VM_EXEC_CONTROL) & D.CPU_BASED_ACTIVATE_SECONDARY_CONTROLS ? vmx.ept : null;
-  vmx.rules.load(v, vcpu.kvm.hostMemory, cpu.state.tsc);
+  // The guest TSC only matters to an armed VMX-preemption timer (SDM 26.5.1; the rules read
+  // the same pin-based control and timer value, and treat 2^32 - 1 as never): the bigint is
+  // built only then.
+  const timerArmed = v.loadSlot(S_PIN_CONTROLS) & D.PIN_BASED_VMX_PREEMPTION_TIMER && v.loadSlotInt(S_PREEMPTION_TIMER) !== -1;
+  vmx.rules.load(v, vcpu.kvm.hostMemory, timerArmed ? cpu.state.tsc : 0n);
+  // EPT is on when "enable EPT" is set and the secondary controls are active (rules.proc2 is 0 otherwise).
+  vmx.rules.tdp = vmx.rules.proc2 & D.SECONDARY_EXEC_ENABLE_EPT ? vmx.ept : null;
+  vmx.rules.pdptrsLoaded = vmx.rules.tdp !== null && loadGuestPdptrs(vmx, vcpu);
   // SDM 29.4.3.3: without VPID, VM entry invalidates linear and combined mappings of VPID 0.
   if (vmx.rules.tlbTag === 0) cpu.flushTlbTag(0);
   // SDM 27.6: event injection from the VM-entry interruption-information field.
-  const intr = v.read32(F.VM_ENTRY_INTR_INFO_FIELD);
+  const intr = v.loadSlot(S_ENTRY_INTR_INFO);
   const inj = cpu.injection;
   inj.valid = (intr & D.INTR_INFO_VALID_MASK) !== 0;
   if (!inj.valid && vmx.rules.proc2 & D.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY) {
@@ -289,22 +388,26 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
   const budget = Math.max(1, vcpu.runBudget - (cpu.state.instructionsRetired - vmx.runStartRetired));
   const kind = cpu.runGuest(vmx.rules, budget);
 
+
   storeGuestState(vmx, vcpu);
   // SDM 28.4: the VM-exit MSR-store list (an entry that cannot be stored would be a VMX abort; it was validated at entry).
-  const msrStores = v.read32(F.VM_EXIT_MSR_STORE_COUNT);
+  const msrStores = v.loadSlot(S_EXIT_MSR_STORE_COUNT);
   if (msrStores) storeMsrList(vcpu.kvm.hostMemory, v.readNum(F.VM_EXIT_MSR_STORE_ADDR), msrStores, cpu.state);
-  const exitCtl = v.read32(F.VM_EXIT_CONTROLS);
+  const exitCtl = v.loadSlot(S_EXIT_CONTROLS);
   const rec = encodeExit(cpu.exit, (exitCtl & D.VM_EXIT_ACK_INTR_ON_EXIT) !== 0, vmx.exitRecord);
   // A guest halted in guest mode (HLT not intercepted) waits for the host's next tick.
-  vmx.haltedInGuest = kind === GuestExitKind.HALTED;
+  vmx.haltedInGuest = kind === EXIT_HALTED;
   if (vmx.haltedInGuest) rec.reason = D.ExitReason.EXTERNAL_INTERRUPT;
   recordExit(v, rec, cpu.exit);
   // SDM 25.8.3: every VM exit clears the valid bit of the VM-entry interruption-information field.
   if (intr & D.INTR_INFO_VALID_MASK) v.write32(F.VM_ENTRY_INTR_INFO_FIELD, intr & ~D.INTR_INFO_VALID_MASK);
   vmx.exitReason = rec.reason;
   vmx.idtVectoringInfo = v.read32(F.IDT_VECTORING_INFO_FIELD);
-  vmx.checkedGeneration = v.generation;
-  vmx.storedGeneration = v.generation;
+  // What the exit stored is the processor's own state, valid by construction (the entry checks
+  // passed, and the processor only makes architecturally consistent changes).
+  vmx.checkedGeneration = v.stateGeneration;
+  vmx.checkedCtlGeneration = v.ctlGeneration;
+  vmx.storedGeneration = v.stateGeneration;
   const a = vcpu.arch;
   a.regsAvail &= ~EXIT_INVALIDATES;
   vmxCompleteInterrupts(vcpu, vmx.idtVectoringInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
@@ -313,15 +416,15 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
     cpu.hostError = null;
     throw e;
   }
-  return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+  return FASTPATH_NONE;
 }
 
 /** Arm the preemption timer for setHvTimer (vmx_update_hv_timer). */
 export function updateHvTimer(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const v = vmx.vmcs;
-  if (!(v.read32(F.PIN_BASED_VM_EXEC_CONTROL) & D.PIN_BASED_VMX_PREEMPTION_TIMER)) return;
+  if (!(v.loadSlot(S_PIN_CONTROLS) & D.PIN_BASED_VMX_PREEMPTION_TIMER)) return;
   if (vmx.hvDeadlineTsc < 0n) {
-    if (v.read32(F.VMX_PREEMPTION_TIMER_VALUE) !== 0xffffffff) v.write32(F.VMX_PREEMPTION_TIMER_VALUE, 0xffffffff);
+    if (v.loadSlotInt(S_PREEMPTION_TIMER) !== -1) v.write32(F.VMX_PREEMPTION_TIMER_VALUE, 0xffffffff);
     return;
   }
   const guestTsc = vcpu.cpu.state.tsc + vcpu.arch.tscOffset;
@@ -341,9 +444,12 @@ export function vmxCompleteInterrupts(
 ): void {
   const vmx = toVmx(vcpu);
   const v: Vmcs = vmx.vmcs;
-  vcpu.arch.nmiInjected = false;
-  kvmClearExceptionQueue(vcpu);
-  kvmClearInterruptQueue(vcpu);
+  const a = vcpu.arch;
+  a.nmiInjected = false;
+  // kvm_clear_exception_queue + kvm_clear_interrupt_queue.
+  a.exception.pending = false;
+  a.exception.injected = false;
+  a.interrupt.injected = false;
   if (!(idtVectoringInfo & D.INTR_INFO_VALID_MASK)) return;
   vcpu.makeRequest(KvmReq.EVENT);
   const vector = idtVectoringInfo & D.INTR_INFO_VECTOR_MASK;

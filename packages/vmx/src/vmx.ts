@@ -34,6 +34,18 @@ import * as apicv from './apicv';
 const CR0_NE = 0x20n, CR0_PG = 1n << 31n, CR0_TS = 8n;
 const CR4_VMXE = 0x2000n;
 const EFER_LME = 0x100n, EFER_LMA = 0x400n;
+// @tsvisor/core's exports are getters on a dictionary-mode object: the exit path reads these copies.
+const REG_RSP = KvmReg.RSP, REG_RIP = KvmReg.RIP;
+/** EFER.LMA of an EFER value, remembered for the last value asked (no BigInt operation per exit). */
+let lmaOfEfer = -1n;
+let lmaOfEferValue = false;
+function eferLma(efer: bigint): boolean {
+  if (efer !== lmaOfEfer) {
+    lmaOfEfer = efer;
+    lmaOfEferValue = (efer & EFER_LMA) !== 0n;
+  }
+  return lmaOfEferValue;
+}
 /** CR4 bits the guest owns (the rest exit on a change): everything this processor implements but VMXE. */
 const CR4_GUEST_OWNED = 0x7ffn | 0x100000n | 0x200000n;
 /** Host-owned CR0 bits: NE (forced to 1 in VMX operation, SDM 24.8 / A.7); the guest sees its own through the shadow. */
@@ -55,6 +67,13 @@ const vmxNestedOps: KvmX86NestedOps = {
  * kvm-intel. `VmxBackend.moduleParams` are the module parameters (ept, vpid, pml, …); a VM
  * created after changing them gets the new configuration, as after reloading kvm-intel.
  */
+/** The VMCS's PDPTE fields (SDM 25.4.2). */
+const GUEST_PDPTRS = [F.GUEST_PDPTR0, F.GUEST_PDPTR1, F.GUEST_PDPTR2, F.GUEST_PDPTR3] as const;
+/** is_pae_paging: CR0.PG, CR4.PAE and not long mode. */
+function isPaePaging(vcpu: KvmVcpu): boolean {
+  return (vcpu.readCr0() & (1n << 31n)) !== 0n && (vcpu.readCr4() & 0x20n) !== 0n && (vcpu.arch.efer & EFER_LMA) === 0n;
+}
+
 @backend({
   name: 'vmx',
   vendor: 'intel',
@@ -290,11 +309,20 @@ export class VmxBackend implements X86Ops {
     const s = vcpu.cpu.state;
     const m = vmx.guestMsrs;
     s.kernelGsBase = vmx.kernelGsBase;
-    s.star = m.get(0xc0000081) ?? 0n;
-    s.lstar = m.get(0xc0000082) ?? 0n;
-    s.cstar = m.get(0xc0000083) ?? 0n;
-    s.sfmask = m.get(0xc0000084) ?? 0n;
-    s.tscAux = m.get(0xc0000103) ?? 0n;
+    const u = vmx.uretValues;
+    if (vmx.uretVersion !== m.version) {
+      vmx.uretVersion = m.version;
+      u[0] = m.get(0xc0000081) ?? 0n;
+      u[1] = m.get(0xc0000082) ?? 0n;
+      u[2] = m.get(0xc0000083) ?? 0n;
+      u[3] = m.get(0xc0000084) ?? 0n;
+      u[4] = m.get(0xc0000103) ?? 0n;
+    }
+    s.star = u[0];
+    s.lstar = u[1];
+    s.cstar = u[2];
+    s.sfmask = u[3];
+    s.tscAux = u[4];
   }
   /** vmx_vcpu_load: VMPTRLD this vCPU's VMCS on `cpu`. */
   vcpuLoad(vcpu: KvmVcpu, cpu: number): void {
@@ -426,17 +454,47 @@ export class VmxBackend implements X86Ops {
     const a = vcpu.arch;
     const v = toVmx(vcpu).vmcs;
     a.regsAvail |= 1 << reg;
+    // GPRs live in the processor until read; RSP/RIP in the VMCS. Copied as 32-bit halves (no BigInt).
+    if (reg < 16 && reg !== REG_RSP) {
+      const s = vcpu.cpu.state;
+      a.regs32[2 * reg] = s.gprLo[reg];
+      a.regs32[2 * reg + 1] = s.gprHi[reg];
+      return;
+    }
     switch (reg) {
-      case KvmReg.RSP: a.regs[KvmReg.RSP] = v.readNat(F.GUEST_RSP); return;
-      case KvmReg.RIP: a.regs[KvmReg.RIP] = v.readNat(F.GUEST_RIP); return;
+      case REG_RSP: v.readHalves(F.GUEST_RSP, a.regs32, 2 * REG_RSP); return;
+      case REG_RIP: v.readHalves(F.GUEST_RIP, a.regs32, 2 * REG_RIP); return;
       case KvmReg.CR0: a.cr0 = (a.cr0 & ~a.cr0GuestOwnedBits) | (v.readNat(F.GUEST_CR0) & a.cr0GuestOwnedBits); return;
       case KvmReg.CR3: a.cr3 = v.readNat(F.GUEST_CR3); return;
       case KvmReg.CR4: a.cr4 = (a.cr4 & ~a.cr4GuestOwnedBits) | (v.readNat(F.GUEST_CR4) & a.cr4GuestOwnedBits); return;
-      case KvmReg.PDPTR: case KvmReg.EXIT_INFO_1: case KvmReg.EXIT_INFO_2: return;
+      case KvmReg.PDPTR: if (this.config.cpuBased2 & D.SECONDARY_EXEC_ENABLE_EPT) this.eptSavePdptrs(vcpu); return;
+      case KvmReg.EXIT_INFO_1: case KvmReg.EXIT_INFO_2: return;
       default:
-        if (reg < 16) a.regs[reg] = vcpu.cpu.state.getGpr(reg);
-        else throw new Error(`vmx cacheReg: unknown register ${reg}`);
+        throw new Error(`vmx cacheReg: unknown register ${reg}`);
     }
+  }
+  /**
+   * ept_save_pdptrs: under EPT the VMCS holds the PDPTE registers of a PAE guest (the exit
+   * stored them, SDM 28.3.4); copy them to the vCPU's (the processor state core emulates on).
+   */
+  private eptSavePdptrs(vcpu: KvmVcpu): void {
+    if (!isPaePaging(vcpu)) return;
+    const v = toVmx(vcpu).vmcs;
+    const s = vcpu.cpu.state;
+    for (let i = 0; i < 4; i++) {
+      s.pdptrLo[i] = v.readLow(GUEST_PDPTRS[i]) | 0;
+      s.pdptrHi[i] = v.readHigh(GUEST_PDPTRS[i]) | 0;
+    }
+  }
+  /**
+   * vmx_ept_load_pdptrs: PDPTE registers core loaded (a task switch, a CR3 load it emulated:
+   * KvmReg.PDPTR dirty) go to GUEST_PDPTR0-3, which VM entry loads under EPT (SDM 27.3.2.4).
+   */
+  private eptLoadPdptrs(vcpu: KvmVcpu): void {
+    if (!(vcpu.arch.regsDirty & (1 << KvmReg.PDPTR)) || !isPaePaging(vcpu)) return;
+    const v = toVmx(vcpu).vmcs;
+    const s = vcpu.cpu.state;
+    for (let i = 0; i < 4; i++) v.write64(GUEST_PDPTRS[i], s.getPdptr(i));
   }
   getRflags(vcpu: KvmVcpu): bigint {
     return toVmx(vcpu).vmcs.readNat(F.GUEST_RFLAGS);
@@ -486,10 +544,17 @@ export class VmxBackend implements X86Ops {
   }
   /** skip_emulated_instruction: RIP += VM-exit instruction length, and the interrupt shadow ends. */
   skipEmulatedInstruction(vcpu: KvmVcpu): number {
-    const len = toVmx(vcpu).vmcs.read32(F.VM_EXIT_INSTRUCTION_LEN);
-    const rip = vcpu.registerRead(KvmReg.RIP) + BigInt(len);
-    const long = (vcpu.arch.efer & EFER_LMA) !== 0n && vmxGetCsDbLBits(vcpu).l === 1;
-    vcpu.registerWrite(KvmReg.RIP, long ? rip : rip & 0xffffffffn);
+    const v = toVmx(vcpu).vmcs;
+    const len = v.read32(F.VM_EXIT_INSTRUCTION_LEN);
+    // RIP + length on 32-bit halves; outside 64-bit mode (IA-32e and CS.L) RIP wraps at 4 GiB.
+    let lo = vcpu.registerReadLow(REG_RIP) + len;
+    let hi = vcpu.registerReadHigh(REG_RIP);
+    if (lo > 0xffffffff) {
+      lo -= 0x1_0000_0000;
+      hi = (hi + 1) >>> 0;
+    }
+    const long = eferLma(vcpu.arch.efer) && (v.read32(F.GUEST_CS_AR_BYTES) & (1 << 13)) !== 0;
+    vcpu.registerWriteHalves(REG_RIP, lo, long ? hi : 0);
     vmxSetInterruptShadow(vcpu, 0);
     return 1;
   }
@@ -577,7 +642,7 @@ export class VmxBackend implements X86Ops {
     toKvmVmx(kvm).identityMapAddr = identAddr;
     return 0;
   }
-  /** vmx_get_tdp_level: 5-level EPT only when MAXPHYADDR exceeds 48 bits (it is 40 here). */
+  /** vmx_get_tdp_level: 5-level EPT only when MAXPHYADDR exceeds 48 bits (it is 48 here, as CPUID.80000008H reports). */
   getTdpLevel(_vcpu: KvmVcpu): number { return 4; }
   getMtMask(_vcpu: KvmVcpu, gfn: bigint, isMmio: boolean): bigint { return vmxGetMtMask(gfn, isMmio); }
   /** vmx_load_mmu_pgd: EPTP from the TDP root; the guest's own CR3 goes to GUEST_CR3. */
@@ -587,6 +652,7 @@ export class VmxBackend implements X86Ops {
       const ad = (this.config.eptVpidCap & (1n << 21n)) !== 0n;
       v.write64(F.EPT_POINTER, constructEptp(root, this.getTdpLevel(vcpu), ad));
       v.writeNat(F.GUEST_CR3, vcpu.readCr3());
+      this.eptLoadPdptrs(vcpu);
     }
   }
   /** cpu_has_vmx_wbinvd_exit: the processor reports the control allowed-1. */

@@ -34,7 +34,7 @@ describe('capability MSRs (SDM App. A) and setup_vmcs_config', () => {
     const ept = VMX_CAPABILITY_MSRS.get(MSR_IA32_VMX_EPT_VPID_CAP)!;
     expect((ept >> 6n) & 1n).toBe(1n); // 4-level walk
     expect((ept >> 21n) & 1n).toBe(1n); // A/D flags
-    expect((ept >> 16n) & 1n).toBe(0n); // no 2 MiB pages
+    expect((ept >> 16n) & 3n).toBe(3n); // 2 MiB and 1 GiB pages
   });
   it('TRUE controls let CR3-load/store exiting be 0; the legacy MSR does not', () => {
     expect(allowedSettings(MSR_IA32_VMX_PROCBASED_CTLS).must1 & D.CPU_BASED_CR3_LOAD_EXITING).toBe(D.CPU_BASED_CR3_LOAD_EXITING);
@@ -90,7 +90,7 @@ describe('EPT format and walker (SDM 29.3)', () => {
     expect(EptWalker.misconfigured(0x7n | (2n << 3n), 1, true)).toBe(true);
     expect(EptWalker.misconfigured(0x7n | (6n << 3n), 1, true)).toBe(false);
     expect(EptWalker.misconfigured(0x7n | 0x80n, 2, false)).toBe(true);
-    expect(EptWalker.misconfigured(0x7n | (1n << 45n), 1, true)).toBe(true);
+    expect(EptWalker.misconfigured(0x7n | (1n << 50n), 1, true)).toBe(true);
   });
   it('the walker sets A and D, and an MMIO GPA is an EPT misconfiguration that KVM emulates', () => {
     const { vcpu, kvm } = realModeVm((a) => a.nop().hlt());

@@ -125,25 +125,24 @@ describe('VMX guests', () => {
 
   it('an exit reason without a handler is an INTERNAL_ERROR with a full VMCS dump, not a silent continue', () => {
     const { vcpu } = realModeVm((a) => a.hlt());
-    // The processor reports a task switch (VMX has no handler for it without task-switch emulation).
+    // The processor reports a SIPI (VMX has no handler for it: core has no INIT/SIPI signalling).
     const cpu = vcpu.cpu;
     const real = cpu.runGuest.bind(cpu);
     cpu.runGuest = (rules, budget) => {
-      cpu.exit.kind = GuestExitKind.TASK_SWITCH;
-      cpu.exit.taskSelector = 0x28;
-      cpu.exit.taskSource = 2;
+      cpu.exit.kind = GuestExitKind.SIPI;
+      cpu.exit.vector = 0x28;
       cpu.exit.vectoring.valid = false;
       void real;
       void rules;
       void budget;
-      return GuestExitKind.TASK_SWITCH;
+      return GuestExitKind.SIPI;
     };
     const run = vcpu.runVcpu();
     expect(run.exitReason).toBe(KvmExitReason.KVM_EXIT_INTERNAL_ERROR);
     expect(run.internal.suberror).toBe(KvmInternalError.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON);
-    expect(run.internal.data[0]).toBe(BigInt(ExitReason.TASK_SWITCH));
-    expect(run.internalMessage).toMatch(/unexpected exit reason 0x9 \(TASK_SWITCH\)/);
-    expect(run.internalMessage).toMatch(/EXIT_QUALIFICATION\s+\[6400\] = 0x0000000080000028/);
+    expect(run.internal.data[0]).toBe(BigInt(ExitReason.SIPI_SIGNAL));
+    expect(run.internalMessage).toMatch(/unexpected exit reason 0x4 \(SIPI_SIGNAL\)/);
+    expect(run.internalMessage).toMatch(/EXIT_QUALIFICATION\s+\[6400\] = 0x0000000000000028/);
     expect(run.internalMessage).toContain('GUEST_RIP');
   });
 

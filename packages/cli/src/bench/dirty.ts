@@ -11,7 +11,7 @@ import { KvmExitReason, KVM_MEM_LOG_DIRTY_PAGES } from '@tsvisor/core';
 import { buildDirtyWriter, dirtyWriterSweepInstructions } from './guests';
 import { BenchSizes } from './options';
 import { Stat, stat } from './stats';
-import { BenchBackend, bootBench, drive, nowNs } from './vm';
+import { BenchBackend, bootBench, cpuNs, drive, nowNs } from './vm';
 
 export const DIRTY_SLOT = 1;
 export const DIRTY_BASE = 0x10000000;
@@ -25,9 +25,14 @@ export interface DirtyResult {
   dirtyPagesPerRound: number;
   pagesInSlot: number;
   harvestMs: Stat;
+  /** The same over this process's CPU time (a loaded host's waits for a core left out). */
+  harvestCpuMs: Stat;
   /** Guest speed while it sweeps, logging on / off. */
   mipsLogging: Stat;
   mipsNotLogging: Stat;
+  /** The same over CPU time. */
+  mipsLoggingCpu: Stat;
+  mipsNotLoggingCpu: Stat;
   /** Guest time per round with logging / without (medians). */
   slowdown: number;
   /** The first sweep (every page faulted into the TDP tables), seconds, logging on / off. */
@@ -38,8 +43,10 @@ export interface DirtyResult {
 
 interface Rounds {
   guestNs: number[];
+  guestCpuNs: number[];
   instructions: number[];
   harvestNs: number[];
+  harvestCpuNs: number[];
   dirty: number[];
   firstNs: number;
   exits: Record<string, number>;
@@ -71,19 +78,26 @@ function runRounds(backend: BenchBackend, bytes: number, rounds: number, logging
     if (first.exitReason !== KvmExitReason.KVM_EXIT_INTR) throw new Error(`dirty-log on ${backend}: first sweep ended with ${KvmExitReason[first.exitReason]}`);
     if (logging) kvm.getDirtyLog(DIRTY_SLOT);
     const before = new Map(vcpu.exitCounts);
-    const out: Rounds = { guestNs: [], instructions: [], harvestNs: [], dirty: [], firstNs, exits: {} };
+    const out: Rounds = { guestNs: [], guestCpuNs: [], instructions: [], harvestNs: [], harvestCpuNs: [], dirty: [], firstNs, exits: {} };
     vcpu.runBudget = sweep;
     for (let i = 0; i < rounds; i++) {
       const n0 = vcpu.cpu.state.instructionsRetired;
+      const ca = cpuNs();
       const a = nowNs();
       const r = drive(vcpu, 1);
       const b = nowNs();
+      const cb = cpuNs();
       if (r.exitReason !== KvmExitReason.KVM_EXIT_INTR) throw new Error(`dirty-log on ${backend}: round ended with ${KvmExitReason[r.exitReason]}`);
       out.guestNs.push(b - a);
+      out.guestCpuNs.push(cb - ca);
       out.instructions.push(vcpu.cpu.state.instructionsRetired - n0);
       if (logging) {
+        // Timed: KVM_GET_DIRTY_LOG itself (drain PML, copy and clear the bitmap, re-arm the pages, flush).
+        const hc = cpuNs();
+        const h = nowNs();
         const bm = kvm.getDirtyLog(DIRTY_SLOT);
-        out.harvestNs.push(nowNs() - b);
+        out.harvestNs.push(nowNs() - h);
+        out.harvestCpuNs.push(cpuNs() - hc);
         out.dirty.push(popcount(bm));
       }
     }
@@ -103,6 +117,7 @@ export function benchDirtyLog(backend: BenchBackend, s: BenchSizes): DirtyResult
   const on = runRounds(backend, bytes, rounds, true);
   const off = runRounds(backend, bytes, rounds, false);
   const mips = (r: Rounds) => stat(r.guestNs.map((ns, i) => r.instructions[i] / (ns / 1e3)));
+  const mipsCpu = (r: Rounds) => stat(r.guestCpuNs.map((ns, i) => r.instructions[i] / (Math.max(ns, 1) / 1e3)));
   return {
     backend,
     mechanism: backend === 'vmx' ? 'pml' : 'write-protect',
@@ -111,8 +126,11 @@ export function benchDirtyLog(backend: BenchBackend, s: BenchSizes): DirtyResult
     dirtyPagesPerRound: stat(on.dirty).median,
     pagesInSlot: bytes / 4096,
     harvestMs: stat(on.harvestNs.map((ns) => ns / 1e6)),
+    harvestCpuMs: stat(on.harvestCpuNs.map((ns) => ns / 1e6)),
     mipsLogging: mips(on),
     mipsNotLogging: mips(off),
+    mipsLoggingCpu: mipsCpu(on),
+    mipsNotLoggingCpu: mipsCpu(off),
     slowdown: stat(on.guestNs).median / stat(off.guestNs).median,
     firstSweepSeconds: { logging: on.firstNs / 1e9, notLogging: off.firstNs / 1e9 },
     exitsLogging: on.exits,

@@ -61,9 +61,13 @@ export function decodeBlock(c: X86Cpu, bytes: Uint8Array, bits: number, lin: num
       dec.decodeOut(ins);
       if (ins.code === Code.INVALID && dec.lastError === DecoderError.NoMoreBytes) {
         if (ops.length > 0) break;
-        dec.free();
+        // `finally` frees `dec`: freeing it here too would hand iced-x86's allocator a null
+        // pointer on the second free and corrupt its heap.
         return crossing(c, bytes, bits, lin);
       }
+      // An instruction that reads the TSC starts its own block, so the retired-instruction
+      // count it reads (X86Cpu.guestTsc) is exact in both tiers without per-instruction cost.
+      if (ops.length > 0 && readsTsc(ins)) break;
       const len = ins.length;
       const op = build(c, ins, bits, bytes.slice(pos, pos + len), pos);
       ops.push(op);
@@ -133,6 +137,12 @@ function crossing(c: X86Cpu, first: Uint8Array, bits: number, lin: number): Bloc
   } finally {
     dec.free();
   }
+}
+
+/** RDTSC, RDTSCP and RDMSR (which may read IA32_TSC). */
+function readsTsc(ins: Instruction): boolean {
+  const m = ins.mnemonic;
+  return m === Mnemonic.Rdtsc || m === Mnemonic.Rdtscp || m === Mnemonic.Rdmsr;
 }
 
 /** Does the block end after this instruction? (control transfers; everything else continues.) */

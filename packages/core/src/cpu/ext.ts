@@ -289,7 +289,7 @@ const B_ANDN = 0, B_BEXTR = 1, B_BLSI = 2, B_BLSMSK = 3, B_BLSR = 4, B_BZHI = 5,
 
 /** BEXTR BLSI BLSMSK BLSR BZHI SARX SHLX SHRX RORX: s = value (r/m), t = control/count (register or imm); cc = B_*. */
 function opBmi(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // VEX: #UD in real and virtual-8086 mode
   const sz = o.sz;
   const a = rdOp(c, o, o.sk, o.s, sz);
   if (c.pend) return 2;
@@ -378,7 +378,7 @@ function opBmi(c: X86Cpu, o: Op): number {
  * destination (when both name the same register the high half is written). Flags unchanged.
  */
 function opMulx(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // VEX: #UD in real and virtual-8086 mode
   const sz = o.sz;
   const b = rdOp(c, o, o.sk, o.s, sz);
   if (c.pend) return 2;
@@ -485,7 +485,7 @@ export function selectExt(
 
 /** ANDN d, vvvv, r/m: d = ~vvvv & r/m (s = r/m, t = vvvv). */
 function opAndn(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // VEX: #UD in real and virtual-8086 mode
   const sz = o.sz;
   const b = rdOp(c, o, o.sk, o.s, sz);
   if (c.pend) return 2;
@@ -500,7 +500,7 @@ function opAndn(c: X86Cpu, o: Op): number {
 
 /** PDEP (cc B_PDEP) / PEXT d, vvvv (source), r/m (mask): s = r/m mask, t = vvvv source. */
 function opPdepPext(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // VEX: #UD in real and virtual-8086 mode
   const sz = o.sz;
   const mk = rdOp(c, o, o.sk, o.s, sz);
   if (c.pend) return 2;

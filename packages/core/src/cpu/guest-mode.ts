@@ -69,6 +69,23 @@ export enum GuestExitKind {
    * runGuest returns it at once while halted; an injection or an open window wakes it.
    */
   HALTED,
+  /**
+   * A trap-like CR write intercept (AMD APM Vol. 2 15.35, the SEV-ES CR write traps; SVM
+   * EXITCODE 0x90 + n): MOV to CRn / CLTS / LMSW completed, RIP is past it (`nextRip`), and
+   * `value` holds the register's new value.
+   */
+  CR_WRITE_TRAP,
+  /**
+   * A trap-like MSR write intercept (SVM EFER_WRITE_TRAP, EXITCODE 0x8F): WRMSR completed, RIP
+   * is past it, `msrIndex` and `value` (the MSR's new value) describe it.
+   */
+  MSR_WRITE_TRAP,
+  /**
+   * An IPI the APIC virtualization could not complete (SVM AVIC_INCOMPLETE_IPI, APM 15.29),
+   * trap-like after the ICR write: `value` = ICR (high:low), `errorCode` = failure cause,
+   * `vector` = the physical/logical APIC ID table index concerned.
+   */
+  INCOMPLETE_IPI,
 }
 
 /** CR access types, in the SDM's qualification order (Table 28-3). */
@@ -168,7 +185,14 @@ export class GuestExit {
 
   /** Instruction information for descriptor-table and INVPCID exits: the decoded operand. */
   memOperandAddress = 0n;
+  /**
+   * INVPCID: the memory operand in the VMX instruction-information layout (SDM Table 28-11:
+   * scaling 1:0, address size 9:7, segment 17:15, index 21:18 / invalid 22, base 26:23 /
+   * invalid 27, the register operand 31:28).
+   */
   instructionInfo = 0;
+  /** INVPCID: the memory operand's displacement, sign-extended to 64 bits (the VMX exit qualification). */
+  displacement = 0n;
 
   readonly vectoring: VectoringInfo = {
     valid: false, type: EventType.EXTERNAL_INTERRUPT, vector: 0, hasErrorCode: false, errorCode: 0, insnLength: 0,
@@ -196,8 +220,13 @@ export interface TdpWalker {
    * host-physical address of the 4 KiB page (>= 0), or -1 after filling `exit` with a
    * TDP_FAULT / TDP_MISCONFIG / MMIO / PML_FULL description. May set accessed/dirty flags
    * and log to the PML buffer as the vendor's hardware does.
+   *
+   * This is the processor's TLB-miss path, so addresses are numbers: `gpa` is the 4 KiB-aligned
+   * guest-physical page (below 2^52), `gla` the linear address as the processor holds it (a
+   * 64-bit one may be negative: its two's-complement value; `BigInt.asUintN(64, BigInt(gla))`
+   * gives the exit field). An implementation should not allocate or use BigInt on success.
    */
-  translate(gpa: bigint, access: number, gla: bigint, glaValid: boolean, exit: GuestExit): number;
+  translate(gpa: number, access: number, gla: number, glaValid: boolean, exit: GuestExit): number;
   /** Tag for the processor's TLB (EPTP / nCR3 identity), so a change of root flushes. */
   readonly rootTag: number;
 }
@@ -240,6 +269,92 @@ export interface GuestModeRules {
   monitorTrapFlag: boolean;
   /** VMX-preemption timer: exit when `tsc` reaches this value (-1n: disabled). */
   preemptionDeadlineTsc: bigint;
+  /**
+   * Optional: the backend stored the PAE PDPTE registers in `CpuState.pdptrLo/Hi` for this
+   * entry (VMX with "enable EPT": from GUEST_PDPTR0-3, SDM 26.3.2.4). When absent or false,
+   * entry to a guest with PAE paging loads them from the PDPT that CR3 references, as VMX
+   * entry without EPT does (SDM 26.3.2.4) and as a load of CR3 does.
+   */
+  pdptrsLoaded?: boolean;
+  /**
+   * Optional (absent = exits): does a task switch stop the guest as a TASK_SWITCH exit instead
+   * of happening? VMX: always (SDM 26.1.3); SVM: when the TASK_SWITCH intercept is set (APM
+   * 15.14). False: the processor switches tasks itself (SDM 7.3), as bare hardware does.
+   */
+  taskSwitchExits?: boolean;
+  /**
+   * Optional (absent = never): does a completed write to CR`cr` (MOV, CLTS, LMSW) stop the
+   * guest *after* the instruction (CR_WRITE_TRAP)? Consulted only when crWriteExits said no.
+   * SVM: intercept vector 4 bits 31:16 (APM Table B-1, CR0–15 write traps).
+   */
+  crWriteTraps?(cr: number): boolean;
+  /**
+   * Optional (absent = false): does a completed WRMSR to EFER stop the guest after the
+   * instruction (MSR_WRITE_TRAP)? Consulted only when msrExits said no. SVM: intercept vector
+   * 4 bit 15 (EFER write trap).
+   */
+  eferWriteTraps?: boolean;
+  /**
+   * Optional (absent/null = none): the APIC page the vendor virtualizes (VMX APIC-access page,
+   * SDM 29.4; SVM AVIC backing page, APM 15.29). Every data access to it goes to the handler
+   * (never through the processor's TLB); see ApicPageHandler.
+   */
+  apicPage?: ApicPageHandler | null;
+  /**
+   * Optional (absent/null = CR8 is the processor's own): CR8 virtualized by the vendor (VMX
+   * "use TPR shadow": MOV CR8 reads/writes VTPR, SDM 29.3; SVM V_TPR, APM 15.21.4). Consulted
+   * only when crReadExits / crWriteExits said no.
+   */
+  cr8?: Cr8Virtualization | null;
+  /**
+   * Optional (absent = false): INIT signals (X86Cpu.signalInit) and, in the wait-for-SIPI
+   * activity state, start-up IPIs (signalSipi) stop the guest as INIT / SIPI exits (VMX non-root
+   * operation: always, SDM 26.2; SVM: the INIT intercept). Otherwise INIT puts the processor in
+   * its INIT state waiting for a SIPI, and a SIPI starts it at vector:0000 in real mode.
+   */
+  initSipiExits?: boolean;
+}
+
+/** ApicPageHandler.access / Cr8Virtualization.write results. */
+/** Handled (a read's value is in `result[0]` (low 32 bits) / `result[1]` (high)). */
+export const APIC_ACCESS_DONE = 0;
+/** Fault-like exit: `exit` is filled; the instruction does not complete. */
+export const APIC_ACCESS_EXIT = 1;
+/** Handled, then a trap-like exit after the instruction completes (`exit` filled). */
+export const APIC_ACCESS_DONE_TRAP = 2;
+
+/**
+ * The vendor's virtualized APIC page. The processor matches each data access's page on the
+ * guest-physical address before TDP (`gpaPage`) or the host-physical address after TDP
+ * (`hpaPage`) and hands it here instead of to memory; an access crossing into or out of the
+ * page hands over only the part on the page (`size` 1-8). Instruction fetches from the page are
+ * handed over once per translation with size 1: EXIT stops them; DONE lets the processor fetch
+ * from memory. Physical accesses (guest page walks) are not matched. Outside guest mode
+ * (emulateInstruction) the page of the last runGuest's handler is MMIO, as KVM's
+ * vcpu_is_mmio_gpa makes the APIC page for its emulator.
+ */
+export interface ApicPageHandler {
+  /** 4 KiB-aligned guest-physical address matched before TDP (SVM AVIC: AVIC_APIC_BAR), or -1. */
+  gpaPage: number;
+  /** 4 KiB-aligned host-physical address matched after TDP (VMX: the APIC-access address), or -1. */
+  hpaPage: number;
+  /** Length 2: a read's value, low and high 32 bits. */
+  readonly result: Uint32Array;
+  /**
+   * One access at page offset `offset` of `size` bytes; `kind` 0 read, 1 write, 2 fetch. A write's
+   * data is `valueLo` / `valueHi`. Returns APIC_ACCESS_DONE / _EXIT / _DONE_TRAP. For an exit the
+   * handler fills the vendor-neutral fields of `exit` (kind, gpa = offset, access, vector); the
+   * processor fills instruction length, next RIP and IDT-vectoring information.
+   */
+  access(offset: number, size: number, kind: number, valueLo: number, valueHi: number, exit: GuestExit): number;
+}
+
+/** CR8 virtualization (GuestModeRules.cr8). */
+export interface Cr8Virtualization {
+  /** The value MOV from CR8 returns (bits 3:0). */
+  read(): number;
+  /** MOV to CR8 of `v` (bits 3:0; #GP for larger values is the processor's): APIC_ACCESS_DONE or _DONE_TRAP (`exit` filled). */
+  write(v: number, exit: GuestExit): number;
 }
 
 /**
@@ -263,5 +378,8 @@ export function passthroughRules(): GuestModeRules {
     tlbTag: 0,
     monitorTrapFlag: false,
     preemptionDeadlineTsc: -1n,
+    taskSwitchExits: false,
+    apicPage: null,
+    cr8: null,
   };
 }

@@ -671,12 +671,15 @@ export function opCliSti(c: X86Cpu, o: Op): number {
 
 /** PUSHF/PUSHFD/PUSHFQ: VM and RF are pushed clear. */
 export function opPushf(c: X86Cpu, o: Op): number {
+  // IOPL-sensitive in virtual-8086 mode (SDM 20.2.7, no VME).
+  if (c.vm86 && (c.fl & IOPL) !== IOPL) return c.gp(0);
   if (c.intercepted(19 /* PUSHF */, o)) return 2;
   const f = c.getFlags() & ~(VM | RF);
   return push(c, o.sz, o.sz === 2 ? f & 0xffff : f, 0) ? 0 : 2;
 }
-/** POPF/POPFD/POPFQ with the privilege rules of SDM POPF (no VM86). */
+/** POPF/POPFD/POPFQ with the privilege rules of SDM POPF (in virtual-8086 mode: IOPL 3 only, IOPL and VM kept). */
 export function opPopf(c: X86Cpu, o: Op): number {
+  if (c.vm86 && (c.fl & IOPL) !== IOPL) return c.gp(0);
   if (c.intercepted(20 /* POPF */, o)) return 2;
   const v = stackPeek(c, 0, o.sz);
   if (c.pend) return 2;

@@ -1,5 +1,7 @@
 import { KvmSegment, VcpuSreg, DescPtr } from '../ops/types';
 
+const TWO32 = 4294967296;
+
 /**
  * The processor's architectural state, in typed arrays so the interpreter's hot path
  * never allocates: 64-bit registers are kept as two 32-bit halves (lo/hi). The bigint
@@ -30,6 +32,13 @@ export class CpuState {
    * This is the processor's own neutral form; VMX and SVM each convert to theirs.
    */
   readonly segAttr = new Uint32Array(8);
+  /**
+   * Bumped whenever a segment register may have been reloaded: by `setSegment` and by the
+   * processor (`segUpdate`, hence every mode update, and reset). Code that writes the arrays
+   * above directly, outside the processor, bumps it too. A backend that stored the segment
+   * registers at a VM exit and sees the same count at the next exit knows they are unchanged.
+   */
+  segWrites = 0;
 
   gdtrBase = 0n;
   gdtrLimit = 0;
@@ -74,11 +83,59 @@ export class CpuState {
    */
   cpl = 0;
 
-  /** Time-stamp counter of this processor (guest TSC = tsc + tscOffset). */
-  tsc = 0n;
+  /**
+   * The four PAE PDPTE registers (SDM Vol. 3A 4.4.1: internal, non-architectural), low and
+   * high halves. With PAE paging (CR0.PG = 1, CR4.PAE = 1, EFER.LMA = 0) the page walk starts
+   * from these, not from the PDPT in memory: they are loaded by MOV to CR3, by MOV to CR0/CR4
+   * that enters PAE paging or changes CR0.CD/NW/PG or CR4.PAE/PGE/PSE/SMEP (`loadPdptrs` in
+   * pdptr.ts), by a task switch, and at VM entry — from CR3 by default, or as the backend
+   * stored them here when it sets `GuestModeRules.pdptrsLoaded` (VMX with EPT: the
+   * GUEST_PDPTR0-3 guest-state fields, SDM 26.3.2.4; VM exit saves them back, SDM 27.3.4).
+   */
+  readonly pdptrLo = new Int32Array(4);
+  readonly pdptrHi = new Int32Array(4);
+
+  /**
+   * Time-stamp counter of this processor (guest TSC = tsc + tscOffset), as the two halves of a
+   * 64-bit two's-complement value: the processor adds the instructions it retired at every
+   * exit without allocating. `tsc` (bigint) and `tscNumber` read it; readers reduce mod 2^64
+   * (`BigInt.asUintN(64, tsc + offset)`), so a counter briefly below zero (WRMSR IA32_TSC
+   * during a run subtracts what the run has retired so far) stays exact.
+   */
+  tscLo = 0;
+  tscHi = 0;
   tscOffset = 0n;
   /** Retired instructions since reset; exact. */
   instructionsRetired = 0;
+
+  /** The TSC counter (signed 64-bit; see tscLo/tscHi). Allocates: not for per-exit paths. */
+  get tsc(): bigint {
+    return (BigInt(this.tscHi) << 32n) | BigInt(this.tscLo >>> 0);
+  }
+  set tsc(v: bigint) {
+    this.tscLo = Number(v & 0xffffffffn) | 0;
+    this.tscHi = Number(BigInt.asIntN(32, v >> 32n));
+  }
+  /** The TSC counter as a double (exact while |tsc| < 2^53, i.e. for 104 days at 1 GHz × 10^3). */
+  get tscNumber(): number {
+    return this.tscHi * TWO32 + (this.tscLo >>> 0);
+  }
+  /** Set the TSC counter to the integer `v` (no BigInt while |v| ≤ 2^53). */
+  setTscNumber(v: number): void {
+    if (v >= -Number.MAX_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER) {
+      const hi = Math.floor(v / TWO32);
+      this.tscHi = hi | 0;
+      this.tscLo = (v - hi * TWO32) | 0;
+    } else {
+      this.tsc = BigInt.asIntN(64, BigInt(v));
+    }
+  }
+  /** Advance the TSC counter by the non-negative integer `n` (wraps mod 2^64; no BigInt below 2^53). */
+  addTsc(n: number): void {
+    const v = this.tscHi * TWO32 + (this.tscLo >>> 0) + n;
+    if (v <= Number.MAX_SAFE_INTEGER) this.setTscNumber(v);
+    else this.tsc = BigInt.asIntN(64, this.tsc + BigInt(n));
+  }
 
   getGpr(i: number): bigint {
     return (BigInt(this.gprHi[i] >>> 0) << 32n) | BigInt(this.gprLo[i] >>> 0);
@@ -86,6 +143,14 @@ export class CpuState {
   setGpr(i: number, v: bigint): void {
     this.gprLo[i] = Number(v & 0xffffffffn) | 0;
     this.gprHi[i] = Number((v >> 32n) & 0xffffffffn) | 0;
+  }
+  /** PDPTE register `i` (0-3) as a 64-bit value (backends: VMCS GUEST_PDPTRn). */
+  getPdptr(i: number): bigint {
+    return (BigInt(this.pdptrHi[i] >>> 0) << 32n) | BigInt(this.pdptrLo[i] >>> 0);
+  }
+  setPdptr(i: number, v: bigint): void {
+    this.pdptrLo[i] = Number(v & 0xffffffffn) | 0;
+    this.pdptrHi[i] = Number((v >> 32n) & 0xffffffffn) | 0;
   }
   get rip(): bigint {
     return (BigInt(this.ripHi >>> 0) << 32n) | BigInt(this.ripLo >>> 0);
@@ -112,6 +177,7 @@ export class CpuState {
     return out;
   }
   setSegment(seg: VcpuSreg, s: KvmSegment): void {
+    this.segWrites++;
     this.segSel[seg] = s.selector;
     this.segBaseLo[seg] = Number(s.base & 0xffffffffn) | 0;
     this.segBaseHi[seg] = Number((s.base >> 32n) & 0xffffffffn) | 0;

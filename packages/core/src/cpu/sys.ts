@@ -5,8 +5,8 @@
  */
 import type { X86Cpu } from './x86-cpu';
 import { PEND_EXIT } from './x86-cpu';
-import { Op, K_REG, K_MEM, K_IMM } from './op';
-import { CrAccessType, GuestExitKind, InterceptInsn, EventType } from './guest-mode';
+import { Op, K_REG, K_MEM, K_IMM, BASE_RIP } from './op';
+import { APIC_ACCESS_DONE_TRAP, CrAccessType, GuestExitKind, InterceptInsn, EventType } from './guest-mode';
 import {
   A_DB, A_L, A_P, A_S, A_UNUSABLE, AC, CF, CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR4_DE, CR4_LA57, CR4_PAE,
   CR4_PCIDE, CR4_PGE, CR4_SMAP, CR4_SMEP, CR4_TSD, CR4_UMIP, CS, DF, DS, EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, EFER_SVME, ES, FS, GP, GS,
@@ -14,6 +14,8 @@ import {
   MSR_PAT, MSR_SFMASK, MSR_STAR, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, MSR_TSC_AUX, NP, NT,
   RF, SS, SS_VEC, TF, TR, TS, UD, VIF, VIP, VM, DB, BP, OF_VEC, OF, CR4_FSGSBASE,
 } from './consts';
+import { isPaePaging, loadPdptrs, paePagingActive } from './pdptr';
+import { farTaskSwitch, gateTaskSwitch, iretTaskSwitch } from './task-switch';
 import { canonHi, getReg, linOf, pop, push, segLin, setReg, spAdd, stackPeek, strLin, idxAdd, cntZero, cntDec, eaRaw } from './ops';
 
 const TWO32 = 4294967296;
@@ -113,7 +115,7 @@ export function loadReal(c: X86Cpu, seg: number, sel: number): void {
  */
 export function loadSeg(c: X86Cpu, seg: number, sel: number): boolean {
   sel &= 0xffff;
-  if (!c.pe) { loadReal(c, seg, sel); if (seg === SS) c.updateMode(); return true; }
+  if (!c.pe || c.vm86) { loadReal(c, seg, sel); if (seg === SS) c.updateMode(); return true; }
   const cpl = c.cpl;
   const rpl = sel & 3;
   if ((sel & 0xfffc) === 0) {
@@ -196,7 +198,8 @@ export function opFar(c: X86Cpu, o: Op): number {
   }
   const retIp = c.nextRip(o);
   const oldCs = c.state.segSel[CS];
-  if (!c.pe) {
+  // Real and virtual-8086 mode: CS = selector * 16 (SDM JMP/CALL "real-address or virtual-8086 mode").
+  if (!c.pe || c.vm86) {
     if (isCall) {
       if (!push(c, o.sz, oldCs, 0)) return 2;
       if (!push(c, o.sz, retIp, 0)) return 2;
@@ -212,7 +215,8 @@ export function opFar(c: X86Cpu, o: Op): number {
   if (!(a & A_S)) {
     const type = a & 0x1f;
     if (type === 0x0c) return callGate(c, o, sel, isCall, retIp, oldCs);
-    if (type === 0x05 || type === 0x09 || type === 0x01) return taskSwitchExit(c, o, sel, isCall ? 0 : 2);
+    // Task gate or TSS (types 1/3/9/B; IA-32e mode has neither: #GP below).
+    if (!c.lma && (type === 0x05 || (type & 0x15) === 0x01)) return farTaskSwitch(c, o, sel, isCall);
     return c.gp(sel & 0xfffc);
   }
   if (!checkCode(c, sel, c.cpl, false)) return 2;
@@ -314,17 +318,6 @@ function restoreSegState(c: X86Cpu, seg: number, v: { sel: number; lo: number; h
   c.segUpdate(seg);
 }
 
-/** Task switches always exit in guest mode (VMX: unconditional; SVM: task-switch intercept). */
-function taskSwitchExit(c: X86Cpu, o: Op | null, sel: number, source: number): number {
-  if (c.emu) { c.pend = 4; return 2; }
-  const ex = c.exit;
-  if (o) c.exitInsn(GuestExitKind.TASK_SWITCH, o);
-  else { ex.kind = GuestExitKind.TASK_SWITCH; ex.insnLength = 0; ex.nextRip = c.ripBig(c.rip); c.pend = PEND_EXIT; }
-  ex.taskSelector = sel;
-  ex.taskSource = source;
-  return 2;
-}
-
 /** RETF / RETF imm16 (SDM RET "far return"), same or outer privilege. */
 export function opRetf(c: X86Cpu, o: Op): number {
   const sz = o.sz;
@@ -334,7 +327,7 @@ export function opRetf(c: X86Cpu, o: Op): number {
   const csv = stackPeek(c, sz, sz) & 0xffff;
   if (c.pend) return 2;
   const imm = o.il & 0xffff;
-  if (!c.pe) {
+  if (!c.pe || c.vm86) {
     spAdd(c, 2 * sz + imm);
     loadReal(c, CS, csv);
     c.updateMode();
@@ -514,11 +507,7 @@ export function idtDeliver(c: X86Cpu, vec: number, err: number, hasErr: boolean,
   const gType = (gHi >>> 8) & 0x1f;
   const gDpl = (gHi >>> 13) & 3;
   const idtErr = vec * 8 + 2 + ext;
-  if (gType === 0x05 && !c.lma) {
-    if (soft && gDpl < c.cpl) { c.gp(idtErr); return false; }
-    taskSwitchExit(c, null, gLo >>> 16, 3);
-    return false;
-  }
+  if (gType === 0x05 && !c.lma) return gateTaskSwitch(c, gLo, gHi, idtErr, err, hasErr, soft, ext);
   const is32 = gType === 0x0e || gType === 0x0f;
   const is16 = gType === 0x06 || gType === 0x07;
   if (c.lma ? !is32 : !(is32 || is16)) { c.gp(idtErr); return false; }
@@ -538,6 +527,9 @@ export function idtDeliver(c: X86Cpu, vec: number, err: number, hasErr: boolean,
   const conforming = (a & 4) !== 0;
   const oldCpl = c.cpl;
   const newCpl = conforming ? oldCpl : dpl;
+  // From virtual-8086 mode the handler must run at CPL 0 (SDM 20.3.1.1; #GP(selector) otherwise).
+  const fromV86 = c.vm86;
+  if (fromV86 && newCpl !== 0) { c.gp((csel & 0xfffc) + ext); return false; }
   const flags = c.getFlags();
   const oldSs = s.segSel[SS], oldSp = c.r[4], oldSph = c.rh[4];
   const oldCs = s.segSel[CS];
@@ -587,7 +579,10 @@ export function idtDeliver(c: X86Cpu, vec: number, err: number, hasErr: boolean,
       c.updateMode();
       if (c.ssz === 4) c.r[4] = nsp; else c.r[4] = (c.r[4] & ~0xffff) | (nsp & 0xffff);
       c.accW = 2; c.implicitSup = true;
-      const ok = push(c, psz, oldSs, 0) && push(c, psz, oldSp, 0);
+      // From virtual-8086 mode GS, FS, DS and ES are saved first (SDM 20.3.1.1, Figure 20-5).
+      const ok = (!fromV86 || (push(c, psz, s.segSel[GS], 0) && push(c, psz, s.segSel[FS], 0) &&
+        push(c, psz, s.segSel[DS], 0) && push(c, psz, s.segSel[ES], 0))) &&
+        push(c, psz, oldSs, 0) && push(c, psz, oldSp, 0);
       c.implicitSup = false;
       if (!ok) return fail();
     }
@@ -609,12 +604,20 @@ export function idtDeliver(c: X86Cpu, vec: number, err: number, hasErr: boolean,
   c.updateMode();
   return true;
 }
-/** Legacy inner-privilege interrupts from virtual-8086 null data segments; nothing else to do here. */
-function nullifyDataSegsOnInner(_c: X86Cpu): void { /* no VM86 support */ }
+/** An interrupt from virtual-8086 mode loads null selectors into DS, ES, FS and GS (SDM 20.3.1.1). */
+function nullifyDataSegsOnInner(c: X86Cpu): void {
+  if (!c.vm86) return;
+  for (const seg of [ES, DS, FS, GS]) loadNull(c, seg, 0);
+}
 
 /** IRET / IRETD / IRETQ (SDM IRET; no virtual-8086, NT=1 in legacy mode is a task switch). */
 export function opIret(c: X86Cpu, o: Op): number {
   if (c.intercepted(InterceptInsn.IRET, o)) return 2;
+  // In virtual-8086 mode IRET is IOPL-sensitive and returns within the mode (NT is not consulted).
+  if (c.vm86) return iretInV86(c, o);
+  // NT = 1: return to the previous task, before any stack access (SDM IRET "TASK-RETURN";
+  // #GP(0) in IA-32e mode).
+  if (c.pe && (c.fl & NT)) return iretTaskSwitch(c, o);
   const sz = o.sz;
   const s = c.state;
   const ipv = stackPeek(c, 0, sz); if (c.pend) return 2;
@@ -631,11 +634,7 @@ export function opIret(c: X86Cpu, o: Op): number {
     c.updateMode();
     return 1;
   }
-  if (!c.lma && (c.fl & NT)) {
-    const link = 0; void link;
-    return taskSwitchExit(c, o, s.segSel[TR], 1);
-  }
-  if (fv & VM && c.cpl === 0 && !c.lma && sz === 4) return c.gp(0); // virtual-8086 not implemented
+  if ((fv & VM) && c.cpl === 0 && !c.lma && sz === 4) return iretToV86(c, ipv, csv, fv);
   const rpl = csv & 3;
   const cpl = c.cpl;
   if (!checkCode(c, csv, rpl, true)) return 2;
@@ -677,9 +676,70 @@ export function opIret(c: X86Cpu, o: Op): number {
   return 1;
 }
 
+/**
+ * IRET in virtual-8086 mode (SDM IRET "RETURN-FROM-VIRTUAL-8086-MODE"): with IOPL = 3 pops
+ * (E)IP, CS, (E)FLAGS as in real mode, leaving VM, IOPL, VIP and VIF unchanged; IOPL < 3 is
+ * #GP(0) (no VME).
+ */
+function iretInV86(c: X86Cpu, o: Op): number {
+  if (((c.fl >>> 12) & 3) !== 3) return c.gp(0);
+  const sz = o.sz;
+  const ipv = stackPeek(c, 0, sz); if (c.pend) return 2;
+  const csv = stackPeek(c, sz, sz) & 0xffff; if (c.pend) return 2;
+  const fv = stackPeek(c, 2 * sz, sz); if (c.pend) return 2;
+  if (ipv >>> 0 > 0xffff) return c.gp(0);
+  spAdd(c, 3 * sz);
+  loadReal(c, CS, csv);
+  const mask = (sz === 2 ? 0x7fd5 : 0x257fd5) & ~(IOPL | VM | VIF | VIP);
+  c.setFlags((c.getFlags() & ~mask) | (fv & mask));
+  c.rip = ipv & 0xffff;
+  c.state.nmiBlocked = false;
+  c.updateMode();
+  return 1;
+}
+
+/** A segment register as virtual-8086 mode has it: base = selector * 16, limit 0xFFFF, data RW, DPL 3 (SDM 20.1.1; VMX 26.3.1.2). */
+export function loadV86Seg(c: X86Cpu, seg: number, sel: number): void {
+  const s = c.state;
+  s.segSel[seg] = sel & 0xffff;
+  s.segBaseLo[seg] = (sel & 0xffff) << 4;
+  s.segBaseHi[seg] = 0;
+  s.segLimit[seg] = 0xffff;
+  s.segAttr[seg] = 0xf3;
+  c.segUpdate(seg);
+}
+
+/**
+ * IRETD at CPL 0 whose EFLAGS image has VM = 1 (SDM IRET "RETURN-TO-VIRTUAL-8086-MODE"): pops
+ * ESP, SS, ES, DS, FS, GS after EIP, CS, EFLAGS, loads every segment register the v86 way and
+ * continues at CPL 3.
+ */
+function iretToV86(c: X86Cpu, ipv: number, csv: number, fv: number): number {
+  const sels = c.scratch;
+  const spv = stackPeek(c, 12, 4); if (c.pend) return 2;
+  for (let k = 0; k < 5; k++) { sels[k] = stackPeek(c, 16 + 4 * k, 4) & 0xffff; if (c.pend) return 2; } // SS ES DS FS GS
+  if ((ipv >>> 0) > 0xffff) return c.gp(0);
+  const s = c.state;
+  c.setFlags(fv);
+  loadV86Seg(c, CS, csv);
+  loadV86Seg(c, SS, sels[0]);
+  loadV86Seg(c, ES, sels[1]);
+  loadV86Seg(c, DS, sels[2]);
+  loadV86Seg(c, FS, sels[3]);
+  loadV86Seg(c, GS, sels[4]);
+  c.r[4] = spv; c.rh[4] = 0;
+  s.cpl = 3;
+  s.nmiBlocked = false;
+  c.rip = ipv & 0xffff;
+  c.updateMode();
+  return 1;
+}
+
 /** INT n (cc = vector), INT3 (x=1), INTO (x=2), INT1/ICEBP (x=3). */
 export function opInt(c: X86Cpu, o: Op): number {
   const kind = o.x;
+  // INT n in virtual-8086 mode is IOPL-sensitive (SDM 20.3.3, no VME): #GP(0) when IOPL < 3.
+  if (kind === 0 && c.vm86 && ((c.fl >>> 12) & 3) !== 3) return c.gp(0);
   if (kind === 0 && c.intercepted(InterceptInsn.INTN, o)) return 2;
   if (kind === 1 && c.intercepted(InterceptInsn.INT3, o)) return 2;
   if (kind === 2) {
@@ -699,7 +759,9 @@ export function opInt(c: X86Cpu, o: Op): number {
   }
   const start = c.rip;
   c.rip = c.nextRip(o);
-  c.deliverEvent(type, vec, 0, false, o.len, kind === 0);
+  // INT n, INT3 and INTO check the gate's DPL against CPL (#GP(vector*8+2), task gates too);
+  // INT1/ICEBP does not (SDM Vol. 3A 6.12.1.1).
+  c.deliverEvent(type, vec, 0, false, o.len, kind !== 3);
   if (c.pend === PEND_EXIT) return 2;
   if (c.pend !== 0) { c.rip = start; return 2; }
   return 1;
@@ -737,9 +799,49 @@ export function opMovToCr(c: X86Cpu, o: Op): number {
     const ex = c.exit; ex.crNumber = cr; ex.crAccessType = o.cc; ex.gpr = o.s; ex.value = v;
     return 2;
   }
+  if (cr === 8 && !c.emu && c.rules.cr8) {
+    // CR8 virtualized by the vendor (VMX TPR shadow, SDM 29.3; SVM V_TPR): #GP(0) for bits 63:4 first.
+    if (v >> 4n) return c.gp(0);
+    if (c.rules.cr8.write(Number(v), c.exit) === APIC_ACCESS_DONE_TRAP) {
+      // TPR virtualization asked for a trap-like exit (TPR below threshold, SDM 29.1.2): after the instruction.
+      c.exitInsn(c.exit.kind, o);
+      const ex = c.exit;
+      ex.insnLength = 0; ex.insnBytesCount = 0;
+      c.rip = c.nextRip(o);
+      ex.nextRip = c.ripBig(c.rip);
+      c.retired++;
+      c.state.stiShadow = false;
+      c.state.movSsShadow = false;
+      return 2;
+    }
+    c.rip = c.nextRip(o);
+    return 1;
+  }
   if (!writeCr(c, cr, v)) return 2;
+  if (!c.emu && c.rules.crWriteTraps !== undefined && c.rules.crWriteTraps(cr)) {
+    const s = c.state;
+    return trapAfterWrite(c, o, GuestExitKind.CR_WRITE_TRAP, cr === 0 ? s.cr0 : cr === 3 ? s.cr3 : cr === 4 ? s.cr4 : cr === 8 ? s.cr8 : s.cr2);
+  }
   c.rip = c.nextRip(o);
   return 1;
+}
+
+/**
+ * A trap-like intercept after a completed write (AMD APM Vol. 2 15.35, SEV-ES CR/EFER write
+ * traps): the instruction has retired and RIP points past it when the guest stops; `value` is
+ * the register's new value (EXITINFO1). Returns 2 with the exit pending, having counted the
+ * retirement itself (the run loop counts only instructions that return 0 or 1).
+ */
+function trapAfterWrite(c: X86Cpu, o: Op, kind: GuestExitKind, value: bigint): number {
+  c.exitInsn(kind, o);
+  c.exit.crNumber = o.x;
+  c.exit.value = value;
+  c.rip = c.nextRip(o);
+  c.retired++;
+  // The instruction completed: an STI / MOV SS shadow it sat in is over.
+  c.state.stiShadow = false;
+  c.state.movSsShadow = false;
+  return 2;
 }
 
 /** Architectural CR write with its checks (SDM MOV CR; 2.5; 4.1.1). */
@@ -757,12 +859,16 @@ export function writeCr(c: X86Cpu, cr: number, v: bigint): boolean {
         // Activating long mode (SDM 10.8.5): needs PAE, and CS.L must be 0.
         if (!c.pae) { c.gp(0); return false; }
         if (s.segAttr[CS] & A_L) { c.gp(0); return false; }
-        s.efer |= BigInt(EFER_LMA);
       }
       if (!(n & CR0_PG) && (old & CR0_PG) && c.lma) {
         if (c.bits === 64) { c.gp(0); return false; }
-        s.efer &= ~BigInt(EFER_LMA);
       }
+      // PAE paging after the write, and CD/NW/PG change: load the PDPTE registers first; a
+      // reserved bit in a present PDPTE is #GP(0) with CR0 unchanged (SDM 4.4.1).
+      if (isPaePaging(n, Number(s.cr4 & 0xffffffffn), (efer & EFER_LME) !== 0) &&
+          ((old ^ n) & (CR0_PG | CR0_CD | CR0_NW)) !== 0 && !loadPdptrs(c, s.cr3)) return false;
+      if ((n & CR0_PG) && !(old & CR0_PG) && (efer & EFER_LME)) s.efer |= BigInt(EFER_LMA);
+      if (!(n & CR0_PG) && (old & CR0_PG) && c.lma) s.efer &= ~BigInt(EFER_LMA);
       s.cr0 = BigInt(n | 0x10) & 0xffffffffn;
       if (((old ^ n) & (CR0_PG | CR0_PE | 0x10000)) !== 0) c.flushCurrentCtx(false);
       c.updateMode();
@@ -773,13 +879,18 @@ export function writeCr(c: X86Cpu, cr: number, v: bigint): boolean {
       let noFlush = false;
       if (c.pcide) { noFlush = (v >> 63n) !== 0n; v &= ~(1n << 63n); }
       if (c.lma && (v >> 52n) !== 0n) { c.gp(0); return false; }
+      // With PAE paging, MOV to CR3 loads the PDPTE registers from the new table; a reserved
+      // bit in a present PDPTE is #GP(0) and CR3 keeps its value (SDM 4.4.1).
+      if (paePagingActive(c) && !loadPdptrs(c, v)) return false;
       s.cr3 = c.lma ? v : v & 0xffffffffn;
       c.updateMode();
       if (!noFlush) c.flushCurrentCtx(c.pge);
       return true;
     }
     case 4: {
-      const allowed = 0x1 | 0x2 | 0x4 | CR4_DE | 0x10 | CR4_PAE | 0x40 | CR4_PGE | 0x100 | 0x200 | 0x400 | CR4_UMIP |
+      // VME and PVI (bits 0, 1) are reserved: CPUID does not advertise VME (virtual-8086 mode
+      // runs without its extensions).
+      const allowed = 0x4 | CR4_DE | 0x10 | CR4_PAE | 0x40 | CR4_PGE | 0x100 | 0x200 | 0x400 | CR4_UMIP |
         CR4_LA57 | CR4_FSGSBASE | CR4_PCIDE | 0x40000 | CR4_SMEP | CR4_SMAP | (c.options.vendor === 'intel' ? 0x2000 : 0);
       if (v >> 32n) { c.gp(0); return false; }
       const n = Number(v);
@@ -788,6 +899,10 @@ export function writeCr(c: X86Cpu, cr: number, v: bigint): boolean {
       if (c.lma && !(n & CR4_PAE)) { c.gp(0); return false; }
       if (c.lma && ((old ^ n) & CR4_LA57)) { c.gp(0); return false; }
       if ((n & CR4_PCIDE) && !(old & CR4_PCIDE) && (!c.lma || (s.cr3 & 0xfffn) !== 0n)) { c.gp(0); return false; }
+      // PAE paging after the write, and PAE/PGE/PSE/SMEP change: load the PDPTE registers
+      // first; #GP(0) with CR4 unchanged on a reserved bit (SDM 4.4.1).
+      if (isPaePaging(Number(s.cr0 & 0xffffffffn), n, c.lma) &&
+          ((old ^ n) & (CR4_PAE | CR4_PGE | 0x10 /* PSE */ | CR4_SMEP)) !== 0 && !loadPdptrs(c, s.cr3)) return false;
       s.cr4 = BigInt(n);
       if ((old ^ n) & (CR4_PAE | 0x10 | CR4_PGE | CR4_PCIDE | CR4_SMEP | CR4_SMAP | CR4_LA57)) c.flushTlbAll();
       c.updateMode();
@@ -820,7 +935,7 @@ export function opMovFromCr(c: X86Cpu, o: Op): number {
     case 2: v = s.cr2; break;
     case 3: v = s.cr3; break;
     case 4: v = c.rules.crReadValue(4, s.cr4); break;
-    case 8: v = s.cr8; break;
+    case 8: v = !c.emu && c.rules.cr8 ? BigInt(c.rules.cr8.read() & 0xf) : s.cr8; break;
     default: return c.ud();
   }
   setReg(c, o.d, c.bits === 64 ? 8 : 4, Number(v & 0xffffffffn) | 0, Number((v >> 32n) & 0xffffffffn) | 0);
@@ -889,6 +1004,11 @@ export function opMsr(c: X86Cpu, o: Op): number {
   }
   if (isWrite) {
     if (!wrmsr(c, idx, val)) return 2;
+    if (idx === MSR_EFER && !c.emu && c.rules.eferWriteTraps === true) {
+      const rc = trapAfterWrite(c, o, GuestExitKind.MSR_WRITE_TRAP, c.state.efer);
+      c.exit.msrIndex = idx;
+      return rc;
+    }
     c.rip = c.nextRip(o);
     return 1;
   }
@@ -958,7 +1078,9 @@ export function wrmsr(c: X86Cpu, idx: number, v: bigint): boolean {
     case MSR_SYSENTER_EIP: if (!isCanonical64(c, v)) { c.gp(0); return false; } s.sysenterEip = v; return true;
     case MSR_TSC: {
       // Writing the TSC sets the guest-visible value: adjust the counter (tsc + offset = v).
-      s.tsc = BigInt.asUintN(64, v - s.tscOffset) - BigInt(c.retired);
+      const counter = BigInt.asUintN(64, v - s.tscOffset);
+      if (c.tscSource !== null) { c.tscSource.set(Number(counter)); s.tsc = counter; c.tscBase = Number(counter) - c.retired; return true; }
+      s.tsc = counter - BigInt(c.retired);
       c.tscBase = Number(s.tsc);
       return true;
     }
@@ -1026,7 +1148,7 @@ export function opSdt(c: X86Cpu, o: Op): number {
 }
 /** LLDT (cc 0) / LTR (cc 1). */
 export function opLldtLtr(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // not recognized in real or virtual-8086 mode
   if (c.cpl !== 0) return c.gp(0);
   let sel: number;
   if (o.sk === K_REG) sel = c.r[o.s] & 0xffff;
@@ -1063,7 +1185,7 @@ export function opLldtLtr(c: X86Cpu, o: Op): number {
 }
 /** SLDT (cc 0) / STR (cc 1). */
 export function opSldtStr(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // not recognized in real or virtual-8086 mode
   if (c.cpl > 0 && (Number(c.state.cr4) & CR4_UMIP)) return c.gp(0);
   if (c.intercepted(o.cc === 0 ? InterceptInsn.SLDT : InterceptInsn.STR, o)) return 2;
   const v = c.state.segSel[o.cc === 0 ? LDTR : TR];
@@ -1279,7 +1401,8 @@ export function opSysexit(c: X86Cpu, o: Op): number {
 
 /** IOPL / TSS I/O-permission-bitmap check (SDM 19.5). Returns false with #GP pending. */
 function ioAllowed(c: X86Cpu, port: number, size: number): boolean {
-  if (!c.pe || c.cpl <= ((c.fl >>> 12) & 3)) return true;
+  // Virtual-8086 mode always consults the bitmap (SDM 20.2.8.1); protected mode when CPL > IOPL.
+  if (!c.pe || (!c.vm86 && c.cpl <= ((c.fl >>> 12) & 3))) return true;
   const s = c.state;
   const trType = s.segAttr[TR] & 0xf;
   if (trType !== 0xb && trType !== 0x9) { c.gp(0); return false; }
@@ -1404,12 +1527,30 @@ export function opXgetbv(c: X86Cpu, _o: Op): number {
   c.r[2] = Number(v >> 32n) | 0; c.rh[2] = 0;
   return 0;
 }
+/**
+ * What an INVPCID exit reports about its operands (SDM 28.2.1: the qualification is the
+ * displacement; Table 28-11: the instruction information). RIP-relative addressing reports no
+ * base and the RIP-relative offset as displacement, so base + index + displacement stays the offset.
+ */
+function invpcidExitOperand(c: X86Cpu, o: Op, lin: number): void {
+  const ex = c.exit;
+  ex.memOperandAddress = BigInt.asUintN(64, BigInt(lin));
+  const asz = o.asz === 2 ? 0 : o.asz === 4 ? 1 : 2;
+  let info = (o.ms & 3) | (asz << 7) | ((o.seg & 7) << 15) | ((o.d & 0xf) << 28);
+  info |= o.mi >= 0 ? (o.mi & 0xf) << 18 : 1 << 22;
+  info |= o.mb >= 0 && o.mb !== BASE_RIP ? (o.mb & 0xf) << 23 : 1 << 27;
+  ex.instructionInfo = info >>> 0;
+  let disp = asz === 2 ? (BigInt(o.dh | 0) << 32n) + BigInt(o.dl >>> 0) : asz === 1 ? BigInt(o.dl | 0) : BigInt((o.dl << 16) >> 16);
+  if (o.mb === BASE_RIP) disp += BigInt(c.nextRip(o));
+  ex.displacement = BigInt.asUintN(64, disp);
+}
+
 /** INVPCID r, m128 (SDM INVPCID types 0-3). */
 export function opInvpcid(c: X86Cpu, o: Op): number {
   if (c.cpl !== 0) return c.gp(0);
   const lin = linOf(c, o, 16, false);
   if (c.pend) return 2;
-  if (c.intercepted(InterceptInsn.INVPCID, o)) { c.exit.memOperandAddress = BigInt.asUintN(64, BigInt(lin)); return 2; }
+  if (c.intercepted(InterceptInsn.INVPCID, o)) { invpcidExitOperand(c, o, lin); return 2; }
   const type = c.r[o.d] >>> 0;
   const pcidLo = c.rd32(lin);
   const pcidHi = c.rd32(c.linAdd(lin, 4));
@@ -1437,7 +1578,7 @@ export function opInvpcid(c: X86Cpu, o: Op): number {
 
 /** LAR (cc 0) / LSL (cc 1) / VERR (cc 2) / VERW (cc 3): descriptor queries setting ZF. */
 export function opDescQuery(c: X86Cpu, o: Op): number {
-  if (!c.pe) return c.ud();
+  if (!c.pe || c.vm86) return c.ud(); // not recognized in real or virtual-8086 mode
   let sel: number;
   if (o.sk === K_REG) sel = c.r[o.s] & 0xffff;
   else { const lin = linOf(c, o, 2, false); if (c.pend) return 2; sel = c.rd16(lin); if (c.pend) return 2; }

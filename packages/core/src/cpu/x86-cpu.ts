@@ -2,7 +2,8 @@ import type { HostMemory } from '../mmu/host-memory';
 import { CpuState } from './state';
 import {
   ACCESS_FETCH, ACCESS_PAGE_WALK, ACCESS_READ, ACCESS_WRITE, ACCESS_USER,
-  EventType, GuestExit, GuestExitKind, GuestModeRules, InterceptInsn, PendingInjection, passthroughRules,
+  EventType, GuestExit, GuestExitKind, GuestModeRules, InterceptInsn, PendingInjection, passthroughRules, TdpWalker,
+  APIC_ACCESS_DONE_TRAP, APIC_ACCESS_EXIT, ApicPageHandler,
 } from './guest-mode';
 import {
   AC, ARITH, CF, DF, IF, NT, OF, PF, RF, SF, TF, VM, ZF, AF,
@@ -16,6 +17,7 @@ import { decodeBlock, Block, decodeOne } from './decode';
 import { cpuidLeaf } from './cpuid';
 import { compileBlock, JIT_THRESHOLD } from './jit';
 import { idtDeliver } from './sys';
+import { loadPdptrsAtEntry, pdpteReserved, pdptrsInMemory, reloadPdptrsForWalk } from './pdptr';
 
 /** Guest-physical to host-physical without TDP: core's memslots. -1: not backed (MMIO). */
 export interface GuestPhysMap {
@@ -69,6 +71,20 @@ export interface X86CpuOptions {
   tier?: 'interpreter' | 'jit';
 }
 
+/**
+ * Where the time-stamp counter comes from when it does not count retired instructions. Without
+ * one (the default) the counter (`CpuState.tsc`) advances by one per retired instruction while
+ * the processor runs, and whoever lets time pass otherwise (core's virtual clock, skipping a
+ * halted vCPU's idle time) adds to `CpuState.tsc`. With one (core's host clock), RDTSC, RDTSCP
+ * and RDMSR(IA32_TSC) read it, and `CpuState.tsc` is refreshed from it at every exit.
+ */
+export interface TscSource {
+  /** The counter now, in TSC ticks (`CpuState.tsc` semantics: before the guest-mode offset). */
+  now(): number;
+  /** WRMSR(IA32_TSC) not intercepted: the counter is to read `value` now. */
+  set(value: number): void;
+}
+
 /** Execution counters of the tiers (diagnostics, benchmarks, tests). */
 export interface CpuTierStats {
   /** Blocks translated (decoded) by the first tier. */
@@ -106,7 +122,12 @@ export const F_EAGER = 0, F_ADD = 1, F_ADC = 2, F_SUB = 3, F_SBB = 4, F_LOGIC = 
 const TLB_BITS = 11;
 const TLB_SIZE = 1 << TLB_BITS;
 const TLB_MASK = TLB_SIZE - 1;
+/** TLB context ids handed out before the TLB is emptied and numbering restarts (X86Cpu.ctxIdOf). */
+const CTX_IDS = 4096;
 const TWO32 = 4294967296;
+/** Guest-physical mappings kept for the guest page walk's reads under TDP (physLoc). */
+const GP_CACHE_SIZE = 64;
+const GP_CACHE_MASK = GP_CACHE_SIZE - 1;
 
 /** Fault-class exception vectors (bit n: vector n): #DE #BR #UD #NM #TS #NP #SS #GP #PF #MF #AC #XM #VE #CP. */
 const FAULT_VECTORS = [0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21].reduce((m, v) => m | (1 << v), 0);
@@ -127,6 +148,16 @@ class CodePage {
 }
 
 /**
+ * X86Cpu.codePages key of the page at host-physical `hpaPage`: its page number, an int31 for
+ * any host memory below 4 TiB, so a Map lookup does not box a double (HostMemory's default
+ * limit is 64 GiB).
+ */
+function codeKey(hpaPage: number): number {
+  return (hpaPage / 4096) | 0;
+}
+
+
+/**
  * The emulated x86-64 processor: the hardware every backend virtualizes.
  * See docs/architecture.md ("The processor") for its tiers, TLB and invalidation rules.
  *
@@ -144,6 +175,8 @@ export class X86Cpu {
   kick = false;
   /** Port I/O that guest mode does not intercept (default: reads all ones, writes ignored). */
   ports: PortBus = NO_PORTS;
+  /** The TSC's time source, or null to count retired instructions (see TscSource). */
+  tscSource: TscSource | null = null;
 
   // ---- internal: registers ----
   /** internal: GPR low halves (aliases state.gprLo). */
@@ -170,8 +203,13 @@ export class X86Cpu {
   smep = false; smap = false; pcide = false; pse = false; pge = false;
   /** internal: TLB permission bit required for data reads / writes / fetches at the current CPL. */
   accR = P_SR; accW = P_SW; accX = P_SX;
-  /** internal: TLB context (tlbTag << 12 | PCID). */
+  /**
+   * internal: TLB context id of the current (tag, PCID): what a TLB entry's tCtx must equal to
+   * hit. See ctxIdOf: flushing a tag or everything retires ids instead of walking the TLB.
+   */
   ctx = 0;
+  /** internal: the current context's key, tlbTag * 4096 + PCID (-1: none yet). */
+  private ctxKey = -1;
   /** internal: legacy-mode linear base of each segment register (uint32). */
   readonly segBase = new Float64Array(8);
   /** internal: per segment, 1 = reads need no limit/type check, 2 = writes need none (flat). */
@@ -241,6 +279,7 @@ export class X86Cpu {
 
   // ---- internal: software TLB (direct-mapped, 4 KiB entries) ----
   readonly tPage = new Float64Array(TLB_SIZE).fill(NaN);
+  /** Context id (ctxIdOf) the entry was filled under; it hits only while that id is `ctx`. */
   readonly tCtx = new Int32Array(TLB_SIZE);
   /** Permissions usable on the fast path (writes stripped on pages holding translated code). */
   readonly tPerm = new Int32Array(TLB_SIZE);
@@ -255,14 +294,37 @@ export class X86Cpu {
   private largeEntries = 0;
   /** Bumped on every TLB invalidation: block chains check it. */
   tlbGen = 0;
+  // Context ids. A TLB entry records the id of the (tag, PCID) it was filled under, and hits only
+  // when that id is the current `ctx`. Invalidating every entry of a tag (INVVPID single-context,
+  // INVPCID all-context, an ASID flush) or of all tags therefore only retires ids: the next use
+  // of a retired (tag, PCID) gets a fresh id, which no entry holds. Ids are never reused until
+  // CTX_IDS have been handed out; then every entry is dropped at once (a TLB may drop any entry
+  // at any time, SDM 4.10.4.4 / APM 5.5.2) and numbering restarts.
+  /** Live ids by key (tag * 4096 + PCID). */
+  private readonly ctxIds = new Map<number, number>();
+  /** Key of each id handed out since the last restart (NaN for id 0: the never-filled entries). */
+  private readonly ctxKeyOf = new Float64Array(CTX_IDS).fill(NaN);
+  private nextCtxId = 1;
+
+  // ---- internal: guest-physical mappings for paging-structure reads under TDP (physLoc) ----
+  // SDM 28.3.1 / APM 15.25.11: the processor may cache guest-physical translations derived from
+  // EPT/NPT; any TLB invalidation (tlbGen) or a different TDP root drops them. Only reads by the
+  // guest page walk are served from here; writes (A/D updates) always walk the TDP tables.
+  private readonly gpPage = new Float64Array(GP_CACHE_SIZE).fill(NaN);
+  private readonly gpHpa = new Float64Array(GP_CACHE_SIZE);
+  private gpGen = -1;
+  private gpTdp: TdpWalker | null = null;
+  private gpRoot = -1;
 
   // ---- internal: translated code ----
+  /** Pages holding translated code, by codeKey(host-physical page address). */
   readonly codePages = new Map<number, CodePage>();
   /** Physical-access scratch (physLoc). */
   pBuf: Uint8Array = new Uint8Array(0);
   pOff = 0;
   pHpa = 0;
   private lastRegion: { base: number; bytes: Uint8Array } | null = null;
+  private prevRegion: { base: number; bytes: Uint8Array } | null = null;
   private readonly mmioBuf = new Uint8Array(16);
   mmioGpa = 0;
 
@@ -286,6 +348,7 @@ export class X86Cpu {
   /** Put the register file in the architectural power-on state (SDM Vol. 3A 10.1.1): real mode at F000:FFF0. */
   resetState(): void {
     const s = this.state;
+    this.stateEpoch++;
     s.gprLo.fill(0); s.gprHi.fill(0);
     s.gprLo[2] = this.options.vendor === 'amd' ? 0x00800f12 : 0x000306a9;
     s.rip = 0xfff0n;
@@ -299,6 +362,7 @@ export class X86Cpu {
     s.gdtrBase = 0n; s.gdtrLimit = 0xffff; s.idtrBase = 0n; s.idtrLimit = 0xffff;
     s.cr0 = 0x60000010n; s.cr2 = 0n; s.cr3 = 0n; s.cr4 = 0n; s.efer = 0n;
     s.activity = 0; s.cpl = 0;
+    s.segWrites++;
     this.flushTlbAll();
   }
 
@@ -313,7 +377,18 @@ export class X86Cpu {
   runGuest(rules: GuestModeRules, budget: number): GuestExitKind {
     this.rules = rules;
     this.emu = false;
+    this.inBlock = false;
+    const ap = rules.apicPage ?? null;
+    this.guestApic = ap;
+    this.apicTrap = false;
+    if (ap === null) { this.apicSeenGpa = -1; this.apicSeenHpa = -1; } else if (ap.gpaPage !== this.apicSeenGpa || ap.hpaPage !== this.apicSeenHpa) {
+      // Translations of the page cached before it was virtualized must not bypass the handler.
+      this.apicSeenGpa = ap.gpaPage; this.apicSeenHpa = ap.hpaPage;
+      this.flushTlbAll();
+    }
     this.syncIn();
+    // VM entry loads the PAE PDPTE registers unless the backend supplied them (SDM 26.3.2.4).
+    if (rules.pdptrsLoaded) this.pdptrReload = false; else loadPdptrsAtEntry(this);
     const ex = this.exit;
     ex.kind = GuestExitKind.NONE;
     ex.vectoring.valid = false;
@@ -329,6 +404,13 @@ export class X86Cpu {
     this.syncOut();
     return ex.kind;
   }
+
+  /**
+   * Bumped each time the processor loads its hot state (syncIn: VM entry, emulation, task-switch
+   * emulation) and at reset: a backend that saw the value at its VM exit and sees it unchanged at
+   * the next entry knows nothing but that exit's guest execution has touched the state since.
+   */
+  stateEpoch = 0;
 
   /** The last host error caught by runGuest (a processor bug), or null. */
   hostError: Error | null = null;
@@ -357,7 +439,8 @@ export class X86Cpu {
       } else {
         this.curOp = op;
         const rc = op.fn(this, op);
-        if (rc === 0) this.rip = this.nextRip(op);
+        // Sequential flow: 16-bit code wraps IP at 64 KiB whatever the operand size.
+        if (rc === 0) this.rip = this.bits === 16 ? (this.rip + op.len) & 0xffff : this.nextRip(op);
         if (rc !== 2) this.retired++;
       }
       if (this.pend === PEND_USER) res = EmulationResult.NEEDS_USERSPACE_READ;
@@ -385,20 +468,76 @@ export class X86Cpu {
     return res;
   }
   private readonly emuRules = passthroughRules();
+
+  /**
+   * kvm_read_guest_virt: read `out.length` bytes at linear address `lin` as a data read at the
+   * loaded CPL, outside guest mode (core's emulator state, as for
+   * emulateInstruction). Returns false when the read faulted (the exception is queued in
+   * `injection`, a #PF with CR2) or reached no memory.
+   */
+  readGuestVirt(lin: number, out: Uint8Array): boolean {
+    this.rules = this.emuRules;
+    this.emu = true;
+    this.mmio = null;
+    this.syncIn();
+    this.curOp = null;
+    let ok = true;
+    for (let k = 0; k < out.length && ok; k++) {
+      out[k] = this.rd8(this.linAdd(lin, k));
+      if (this.pend !== 0) ok = false;
+    }
+    if (this.pend === PEND_EXC) {
+      const inj = this.injection;
+      inj.valid = true; inj.type = EventType.HARDWARE_EXCEPTION; inj.vector = this.excVec;
+      inj.hasErrorCode = this.excHasErr; inj.errorCode = this.excErr; inj.insnLength = 0;
+      if (this.excVec === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(this.excAddr));
+    }
+    this.pend = 0;
+    this.emu = false;
+    this.syncOut();
+    return ok;
+  }
   private readonly snapLo = new Int32Array(16);
   private readonly snapHi = new Int32Array(16);
 
-  /** Flush every TLB entry (all tags, all PCIDs). */
+  /** Flush every TLB entry (all tags, all PCIDs): every context id is retired. */
   flushTlbAll(): void {
-    this.tPage.fill(NaN);
+    this.ctxIds.clear();
+    // No live entry is left, so INVLPG need not look for large pages until one is filled again.
     this.largeEntries = 0;
+    this.renewCtx();
     this.tlbGen++;
   }
-  /** Flush the entries of one VPID/ASID tag (all PCIDs). */
+  /** Flush the entries of one VPID/ASID tag (all PCIDs): that tag's context ids are retired. */
   flushTlbTag(tag: number): void {
     const t = tag & 0xfffff;
-    for (let i = 0; i < TLB_SIZE; i++) if ((this.tCtx[i] >>> 12) === t) this.tPage[i] = NaN;
+    // (the live contexts are few: one per tag and PCID in use since the last flush)
+    for (const key of this.ctxIds.keys()) if (Math.floor(key / 4096) === t) this.ctxIds.delete(key);
+    this.renewCtx();
     this.tlbGen++;
+  }
+
+  /** internal: the context id of key (tag * 4096 + PCID), handing out a fresh one if it has none. */
+  private ctxIdOf(key: number): number {
+    const id = this.ctxIds.get(key);
+    if (id !== undefined) return id;
+    if (this.nextCtxId === CTX_IDS) {
+      // Every id is in use or retired: empty the TLB (no entry may keep an id about to be reused).
+      this.tPage.fill(NaN);
+      this.largeEntries = 0;
+      this.ctxIds.clear();
+      this.ctxKeyOf.fill(NaN);
+      this.nextCtxId = 1;
+      this.tlbGen++;
+    }
+    const fresh = this.nextCtxId++;
+    this.ctxKeyOf[fresh] = key;
+    this.ctxIds.set(key, fresh);
+    return fresh;
+  }
+  /** internal: after ids were retired, the current context's id (a fresh one if it was retired). */
+  private renewCtx(): void {
+    if (this.ctxKey >= 0) this.ctx = this.ctxIdOf(this.ctxKey);
   }
   /** Flush the translation of one guest-virtual address under `tag` (INVVPID individual-address / INVLPGA). */
   flushTlbGva(tag: number, gva: bigint): void {
@@ -406,9 +545,11 @@ export class X86Cpu {
   }
   /** Flush the entries of one PCID under a tag (INVPCID single-context); globals kept unless `all`. */
   flushTlbPcid(tag: number, pcid: number, includeGlobal = false): void {
-    const c = ((tag & 0xfffff) << 12) | (pcid & 0xfff);
-    for (let i = 0; i < TLB_SIZE; i++) {
-      if (this.tCtx[i] === c && (includeGlobal || !this.tGlobal[i])) this.tPage[i] = NaN;
+    const c = this.ctxIds.get((tag & 0xfffff) * 4096 + (pcid & 0xfff));
+    if (c !== undefined) {
+      for (let i = 0; i < TLB_SIZE; i++) {
+        if (this.tCtx[i] === c && (includeGlobal || !this.tGlobal[i])) this.tPage[i] = NaN;
+      }
     }
     this.tlbGen++;
   }
@@ -449,16 +590,69 @@ export class X86Cpu {
   /** internal: load the hot fields from `state` (VM entry: the backend loaded guest state). */
   syncIn(): void {
     const s = this.state;
+    this.stateEpoch++;
     this.fl = (s.rflags & ~ARITH) | 2;
     this.fOp = F_EAGER;
     this.fE = s.rflags & ARITH;
     this.pend = 0;
     this.brk = false;
     this.retired = 0;
-    this.tscBase = Number(s.tsc);
-    this.updateMode();
-    this.rip = this.bits === 64 ? (s.ripHi | 0) * TWO32 + (s.ripLo >>> 0) : s.ripLo >>> 0;
-    this.dbgUpdate();
+    this.tscBase = s.tscNumber;
+    // Re-entry with the state the last exit left (the common case after an exit handled in the
+    // kernel): the mode-derived fields, the block chains and the breakpoint fields are still
+    // exact, so they are not recomputed; any difference in their inputs recomputes them all.
+    if (this.modeInputsChanged()) {
+      this.updateMode();
+      this.rip = this.bits === 64 ? (s.ripHi | 0) * TWO32 + (s.ripLo >>> 0) : s.ripLo >>> 0;
+      this.dbgUpdate();
+      this.saveModeInputs();
+    } else {
+      this.brk = true;
+      this.rip = this.bits === 64 ? (s.ripHi | 0) * TWO32 + (s.ripLo >>> 0) : s.ripLo >>> 0;
+    }
+  }
+
+  // Inputs of updateMode/dbgUpdate as of the last saveModeInputs (kTag -1: unknown). The 64-bit
+  // registers (CR0, CR3, CR4, EFER, DR7, DR0-3) are kept as 32-bit halves in kBig and compared
+  // through a typed-array conversion: a BigInt comparison is a runtime call, this is not.
+  private kCpl = -1; private kTag = -1;
+  private readonly kBig = new Uint32Array(18);
+  private readonly kSegBase = new Int32Array(8);
+  private readonly kSegLimit = new Uint32Array(8);
+  private readonly kSegAttr = new Uint32Array(8);
+  private readonly conv64 = new BigUint64Array(9);
+  private readonly conv32 = new Uint32Array(this.conv64.buffer);
+
+  /** internal: the mode's 64-bit inputs into conv32 as halves. */
+  private modeBigInputs(): void {
+    const s = this.state;
+    const c = this.conv64;
+    c[0] = s.cr0; c[1] = s.cr3; c[2] = s.cr4; c[3] = s.efer; c[4] = s.dr7;
+    c[5] = s.dr[0]; c[6] = s.dr[1]; c[7] = s.dr[2]; c[8] = s.dr[3];
+  }
+
+  /** internal: did anything updateMode or dbgUpdate read change since saveModeInputs? */
+  private modeInputsChanged(): boolean {
+    const s = this.state;
+    if (this.kTag !== this.rules.tlbTag || s.cpl !== this.kCpl) return true;
+    for (let i = 0; i < 8; i++) {
+      if (s.segBaseLo[i] !== this.kSegBase[i] || s.segLimit[i] !== this.kSegLimit[i] || s.segAttr[i] !== this.kSegAttr[i]) return true;
+    }
+    this.modeBigInputs();
+    const k = this.kBig, c = this.conv32;
+    for (let i = 0; i < 18; i++) if (c[i] !== k[i]) return true;
+    return false;
+  }
+
+  /** internal: record the inputs the mode-derived fields now reflect. */
+  private saveModeInputs(): void {
+    const s = this.state;
+    this.kTag = this.rules.tlbTag; this.kCpl = s.cpl;
+    for (let i = 0; i < 8; i++) {
+      this.kSegBase[i] = s.segBaseLo[i]; this.kSegLimit[i] = s.segLimit[i]; this.kSegAttr[i] = s.segAttr[i];
+    }
+    this.modeBigInputs();
+    this.kBig.set(this.conv32);
   }
 
   /**
@@ -468,6 +662,7 @@ export class X86Cpu {
    */
   dbgUpdate(): void {
     const s = this.state;
+    this.kTag = -1;
     const dr7 = Number(s.dr7 & 0xffffffffn);
     const wasData = this.dbgData;
     this.dbgArmed = (dr7 & 0xff) !== 0;
@@ -493,7 +688,7 @@ export class X86Cpu {
   }
   private fastPerm(perm: number, hpaPage: number): number {
     if (this.dbgData) return 0;
-    return this.codePages.has(hpaPage) ? perm & ~(P_SW | P_UW) : perm;
+    return this.codePages.has(codeKey(hpaPage)) ? perm & ~(P_SW | P_UW) : perm;
   }
 
   /** internal: breakpoint address n (aligned down to its length) in the current mode's linear form. */
@@ -547,17 +742,22 @@ export class X86Cpu {
     const rip = this.rip;
     s.ripLo = rip | 0;
     s.ripHi = this.bits === 64 ? Math.floor(rip / TWO32) | 0 : 0;
-    if (this.retired) {
+    if (this.tscSource !== null) {
       s.instructionsRetired += this.retired;
-      s.tsc += BigInt(this.retired);
+      this.retired = 0;
+      s.setTscNumber(Math.floor(this.tscSource.now()));
+    } else if (this.retired) {
+      s.instructionsRetired += this.retired;
+      s.addTsc(this.retired);
       this.retired = 0;
     }
-    this.tscBase = Number(s.tsc);
+    this.tscBase = s.tscNumber;
   }
 
   /** internal: recompute mode-derived fields after CR0/CR4/EFER/CS/SS/CPL changes. */
   updateMode(): void {
     const s = this.state;
+    this.kTag = -1; // recomputed outside syncIn: syncIn compares against nothing until it saves again
     const cr0 = Number(s.cr0 & 0xffffffffn);
     const cr4 = Number(s.cr4 & 0xffffffffn);
     const efer = Number(s.efer & 0xffffn);
@@ -581,9 +781,18 @@ export class X86Cpu {
     this.ssz = this.bits === 64 ? 8 : (this.pe && (s.segAttr[SS] & A_DB)) ? 4 : 2;
     // Real mode: CPL 0 (the register keeps its value for VMX's unrestricted guests).
     const cpl = this.pe ? s.cpl : 0;
+    if ((cpl !== 0) !== this.atUser) {
+      // PMU CPL filtering: inside a block the retired count is known only at its end (the CPL
+      // change ends the block: brk below), so the instruction that changed CPL counts at the old one.
+      if (this.inBlock) this.cplPending = true; else this.foldCpl();
+    }
     if (cpl === 3) { this.accR = P_UR; this.accW = P_UW; this.accX = P_UX; } else { this.accR = P_SR; this.accW = P_SW; this.accX = P_SX; }
     const pcid = this.pcide ? Number(s.cr3 & 0xfffn) : 0;
-    this.ctx = ((this.rules.tlbTag & 0xfffff) << 12) | pcid;
+    const key = (this.rules.tlbTag & 0xfffff) * 4096 + pcid;
+    if (key !== this.ctxKey) {
+      this.ctxKey = key;
+      this.ctx = this.ctxIdOf(key);
+    }
     for (let i = 0; i < 8; i++) this.segUpdate(i);
     this.brk = true;
     this.tlbGen++; // block chains depend on CS base, code size and CPL
@@ -592,6 +801,8 @@ export class X86Cpu {
   /** internal: refresh the cached base and fast-check bits of segment `i` after a load. */
   segUpdate(i: number): void {
     const s = this.state;
+    this.kTag = -1;
+    s.segWrites++;
     this.segBase[i] = s.segBaseLo[i] >>> 0;
     const a = s.segAttr[i];
     let f = 0;
@@ -604,9 +815,88 @@ export class X86Cpu {
     this.segFast[i] = f;
   }
 
+  // ---- PMU CPL filtering (IA32_PERFEVTSELx USR/OS, IA32_FIXED_CTR_CTRL; SDM Vol. 3B 20.2) ----
+  // What retired, and the TSC cycles that passed, at CPL > 0: folded at each CPL change only.
+  private atUser = false;
+  private userRetired = 0;
+  private userCycles = 0;
+  private markRetired = 0;
+  private markCycles = 0;
+  /** internal: a block is executing (its retirements are counted when it ends). */
+  private inBlock = false;
+  private cplPending = false;
+
+  private cycleNow(): number {
+    return this.tscSource !== null ? Math.floor(this.tscSource.now()) : this.tscBase + this.retired;
+  }
+  private foldCpl(): void {
+    const r = this.state.instructionsRetired + this.retired;
+    const c = this.cycleNow();
+    if (this.atUser) { this.userRetired += r - this.markRetired; this.userCycles += c - this.markCycles; }
+    this.markRetired = r;
+    this.markCycles = c;
+    this.atUser = this.pe && this.state.cpl !== 0;
+    this.cplPending = false;
+  }
+  /** Instructions retired at CPL 1-3 so far (USR); those at CPL 0 (OS) are `state.instructionsRetired` minus these. */
+  userInstructionsRetired(): number {
+    return this.userRetired + (this.atUser ? this.state.instructionsRetired + this.retired - this.markRetired : 0);
+  }
+  /** TSC cycles spent at CPL 1-3 so far (an instruction takes one cycle of the virtual clock). */
+  userCyclesElapsed(): number {
+    return this.userCycles + (this.atUser ? this.cycleNow() - this.markCycles : 0);
+  }
+
+  // ---- INIT and start-up IPIs (the processor's INIT and SIPI inputs) ----
+  private initPending = false;
+  private sipiPending = false;
+  private sipiVector = 0;
+  /** An INIT signal (SDM 10.4.7.3): recognized at the next instruction boundary of runGuest. */
+  signalInit(): void {
+    this.initPending = true;
+  }
+  /** A start-up IPI (SDM 10.4.4.1): taken only in the wait-for-SIPI activity state, else discarded. */
+  signalSipi(vector: number): void {
+    this.sipiVector = vector & 0xff;
+    this.sipiPending = true;
+  }
+  /** internal: take a pending INIT / SIPI at an instruction boundary; true when runGuest must return. */
+  private initSipi(): boolean {
+    const ex = this.exit;
+    const s = this.state;
+    if (this.initPending) {
+      this.initPending = false;
+      if (this.rules.initSipiExits) { ex.kind = GuestExitKind.INIT; this.fillBoundaryExit(); return true; }
+      // INIT: the INIT state (SDM Table 10-1 — the power-up registers), then wait for a SIPI.
+      this.syncOut();
+      this.resetState();
+      s.activity = 3;
+      this.syncIn();
+    }
+    if (this.sipiPending) {
+      this.sipiPending = false;
+      if (s.activity !== 3) return false; // a SIPI outside wait-for-SIPI is discarded (SDM 26.2, 10.4.4.1)
+      if (this.rules.initSipiExits) {
+        ex.kind = GuestExitKind.SIPI; ex.vector = this.sipiVector; this.fillBoundaryExit(); return true;
+      }
+      // Start at vector:0000 in real mode (SDM 10.4.4.1): CS = vector << 8, base vector << 12, IP 0.
+      this.syncOut();
+      s.segSel[CS] = this.sipiVector << 8; s.segBaseLo[CS] = this.sipiVector << 12; s.segBaseHi[CS] = 0;
+      s.ripLo = 0; s.ripHi = 0;
+      s.activity = 0;
+      this.syncIn();
+    }
+    return false;
+  }
+
   /** internal: the CPL (0 in real mode). */
   get cpl(): number {
     return this.pe ? this.state.cpl : 0;
+  }
+
+  /** internal: virtual-8086 mode (CR0.PE = 1, EFLAGS.VM = 1, not IA-32e; SDM 20.2). */
+  get vm86(): boolean {
+    return (this.fl & VM) !== 0 && this.pe && !this.lma;
   }
 
   // =====================================================================================
@@ -734,14 +1024,24 @@ export class X86Cpu {
     ex.kind = kind;
     ex.insnLength = op.len;
     const b = op.bytes;
-    ex.insnBytes.fill(0);
-    ex.insnBytes.set(b.subarray(0, 15));
+    const out = ex.insnBytes;
+    const n = b.length < 15 ? b.length : 15;
+    for (let i = 0; i < n; i++) out[i] = b[i];
+    for (let i = n; i < out.length; i++) out[i] = 0;
     ex.insnBytesCount = b.length;
-    ex.nextRip = this.ripBig(this.nextRip(op));
+    // The same instruction exiting again (a loop) reuses the bigint of its next RIP.
+    const next = this.nextRip(op);
+    if (next !== this.exitNextRipNum) {
+      this.exitNextRipNum = next;
+      this.exitNextRipBig = this.ripBig(next);
+    }
+    ex.nextRip = this.exitNextRipBig;
     ex.vectoring.valid = false;
     this.pend = PEND_EXIT;
     return 2;
   }
+  private exitNextRipNum = NaN;
+  private exitNextRipBig = 0n;
   /** internal: RIP value (double) as the architectural 64-bit bigint. */
   ripBig(rip: number): bigint {
     return BigInt.asUintN(64, BigInt(rip));
@@ -777,7 +1077,10 @@ export class X86Cpu {
       const soft = inj.type === EventType.SOFTWARE_INTERRUPT || inj.type === EventType.SOFTWARE_EXCEPTION ||
         inj.type === EventType.PRIVILEGED_SOFTWARE_EXCEPTION;
       if (soft) this.rip = this.bits === 64 ? this.rip + inj.insnLength : (this.rip + inj.insnLength) >>> 0;
-      this.deliverEvent(inj.type, inj.vector, inj.errorCode, inj.hasErrorCode, soft ? inj.insnLength : 0, inj.type === EventType.SOFTWARE_INTERRUPT);
+      // Injected INT n and INT3/INTO (types 4 and 6) check the gate DPL as the instructions do;
+      // a privileged software exception (INT1) does not (SDM 27.6.1.1, 6.12.1.1).
+      this.deliverEvent(inj.type, inj.vector, inj.errorCode, inj.hasErrorCode, soft ? inj.insnLength : 0,
+        inj.type === EventType.SOFTWARE_INTERRUPT || inj.type === EventType.SOFTWARE_EXCEPTION);
       if (this.pend === PEND_EXIT) { this.pend = 0; return; }
       this.pend = 0;
       if (s.activity === 2) return;
@@ -788,6 +1091,10 @@ export class X86Cpu {
     for (;;) {
       // Instruction boundary: events in priority order (SDM 6.9 / 26.7).
       if (this.kick) { this.kick = false; ex.kind = GuestExitKind.EXTERNAL_INTERRUPT; return; }
+      // INIT (SDM Table 6-2 priority 3, above NMI and interrupts) and SIPI.
+      if ((this.initPending || this.sipiPending) && this.initSipi()) return;
+      // Wait-for-SIPI (activity state 3): nothing executes until a SIPI.
+      if (s.activity === 3) { ex.kind = GuestExitKind.HALTED; return; }
       if (deadline >= 0 && this.tscBase + this.retired >= deadline) { ex.kind = GuestExitKind.PREEMPTION_TIMER; return; }
       const shadow = s.stiShadow || s.movSsShadow;
       if (rules.nmiWindowExiting && !s.nmiBlocked && !s.movSsShadow) {
@@ -834,6 +1141,12 @@ export class X86Cpu {
       }
       const ops = blk.ops;
       let limit = blk.n;
+      // 16-bit code: IP wraps from 0xFFFF to 0 (a block may be reached at any IP): run only the
+      // instructions that end by 0x10000; an instruction straddling it runs alone.
+      if (this.bits === 16 && this.rip + blk.bytes + 15 > 0x10000) {
+        limit = this.ipWrapLimit(blk);
+        if (limit < 0) { prevBlk = null; if (this.handlePend()) return; continue; }
+      }
       let maxRun = left;
       if (deadline >= 0 && deadline - (this.tscBase + this.retired) < maxRun) maxRun = Math.max(1, deadline - (this.tscBase + this.retired));
       const tfStep = (this.fl & TF) !== 0;
@@ -846,6 +1159,7 @@ export class X86Cpu {
       this.brk = false;
       let rc = 0;
       let done: number;
+      this.inBlock = true;
       const whole = !single && limit === blk.n;
       if (whole && blk.jit !== null) {
         // Second tier: the compiled block (may iterate a self-loop up to maxRun instructions).
@@ -872,11 +1186,15 @@ export class X86Cpu {
         this.stats.interpretedRuns++;
         this.stats.interpretedInstructions += done;
       }
-      // Ops advanced RIP without wrap; legacy modes wrap EIP at 4 GiB.
+      // Ops advanced RIP without wrap; legacy modes wrap EIP at 4 GiB, and sequential execution
+      // in 16-bit code wraps IP at 64 KiB (a branch's target was already sized by its handler).
       if (this.bits !== 64 && this.rip > 0xffffffff) this.rip = this.rip >>> 0;
+      if (rc === 0 && this.bits === 16 && this.rip > 0xffff) this.rip = this.rip & 0xffff;
       if (rc === 3) left--; // a partial REP string step: no retirement, but it consumes budget
       this.retired += done;
       left -= done;
+      this.inBlock = false;
+      if (this.cplPending) this.foldCpl();
       if (single) {
         if (shadow && !this.shadowSet && (rc <= 1)) { s.stiShadow = false; s.movSsShadow = false; }
         this.shadowSet = false;
@@ -884,8 +1202,20 @@ export class X86Cpu {
       if (rc === 2) {
         // Not executed: RF keeps its value (a fault's delivery then pushes RF = 1 anyway).
         if (single) this.fl |= rfWas;
+        if (this.apicTrap) {
+          // A trap-like APIC exit is for a completed instruction; a later fault of the same one (or its exit) wins.
+          this.apicTrap = false;
+          if (this.pend !== PEND_EXIT) ex.kind = GuestExitKind.NONE;
+        }
         if (this.handlePend()) return;
         continue;
+      }
+      if (this.apicTrap) {
+        // Trap-like APIC exits (TPR below threshold, virtualized EOI, APIC write; SDM 29.1.2, 29.1.4,
+        // 29.4.3.3) happen after the instruction retired, RIP past it. The handler filled `exit`.
+        this.apicTrap = false;
+        this.fillBoundaryExit();
+        return;
       }
       if (blk.cacheable && blk.valid && !this.brk) prevBlk = blk;
       if (single) {
@@ -905,6 +1235,24 @@ export class X86Cpu {
         if (rules.monitorTrapFlag && rc <= 1) { ex.kind = GuestExitKind.MONITOR_TRAP_FLAG; this.fillBoundaryExit(); return; }
       }
     }
+  }
+
+  /**
+   * 16-bit code near IP 0xFFFF: how many of `blk`'s instructions end at or before IP 0x10000
+   * (the run loop wraps IP to 0 after them). 1 when the first instruction itself straddles the
+   * wrap, unless its bytes pass the CS limit: then #GP(0) is raised (SDM 6.3 / 3.4.5: a fetch
+   * beyond the limit) and -1 returned.
+   */
+  private ipWrapLimit(blk: Block): number {
+    let end = this.rip;
+    let k = 0;
+    for (; k < blk.n; k++) {
+      end += blk.ops[k].len;
+      if (end > 0x10000) break;
+    }
+    if (k > 0) return k;
+    if (end - 1 > this.state.segLimit[CS]) { this.curOp = null; this.gp(0); return -1; }
+    return 1;
   }
 
   private fillBoundaryExit(): void {
@@ -986,6 +1334,13 @@ export class X86Cpu {
       if (this.pend === PEND_EXIT) {
         const vi = this.exit.vectoring;
         vi.valid = true; vi.type = t; vi.vector = v; vi.hasErrorCode = h && this.pe; vi.errorCode = e; vi.insnLength = insnLen;
+        // An exit while delivering INT n / INT3 / INTO / INT1 (or an injected software event)
+        // saves RIP at the instruction, not past it: the VMM re-injects it with its length, which
+        // advances RIP once (SDM 28.2.4 with the VM-exit instruction length; APM 15.7.2 EXITINTINFO).
+        if (insnLen !== 0) {
+          this.rip = this.bits === 64 ? this.rip - insnLen : (this.rip - insnLen) >>> 0;
+          this.exit.insnLength = insnLen;
+        }
         this.dlvValid = false;
         return;
       }
@@ -1199,7 +1554,7 @@ export class X86Cpu {
     const o = lin & 0xfff;
     if (o + sz <= 0x1000) {
       const i = this.xlate(lin, 0);
-      if (i < 0) return this.rdMmio(i, lin, sz);
+      if (i < 0) return i === -3 ? this.apicRead(lin, sz) : this.rdMmio(i, lin, sz);
       const b = this.tBuf[i], p = this.tOff[i] + o;
       let v = 0;
       for (let k = Math.min(sz, 4) - 1; k >= 0; k--) v = (v << 8) | b[p + k];
@@ -1210,6 +1565,7 @@ export class X86Cpu {
       }
       return v;
     }
+    if (this.guestApic !== null && !this.emu) return this.crossApic(lin, sz, false, 0, 0);
     // Crossing a page boundary: both pages must translate before the read completes.
     let lo = 0, hi = 0;
     for (let k = 0; k < sz; k++) {
@@ -1247,9 +1603,15 @@ export class X86Cpu {
       const i = this.xlate(lin, 1);
       if (i === -1) return;
       if (i === -2) { this.wrMmio(sz, v, vh); return; }
+      if (i === -3) {
+        const lo = sz === 1 ? v & 0xff : sz === 2 ? v & 0xffff : v >>> 0;
+        this.apicResult(this.guestApic!.access(o, sz, 1, lo, sz === 8 ? vh >>> 0 : 0, this.exit));
+        return;
+      }
       this.wrBytes(i, o, sz, v, vh);
       return;
     }
+    if (this.guestApic !== null && !this.emu) { this.crossApic(lin, sz, true, v, vh); return; }
     // Crossing: translate both pages for write first.
     const lin2 = this.linAdd(lin, 0x1000 - o);
     const i1 = this.xlate(lin, 1);
@@ -1282,7 +1644,7 @@ export class X86Cpu {
     if (this.tPerm[i] !== this.tPermReal[i]) {
       // A page with translated code: drop what the write overlaps.
       this.codeWrite(hpa + o, sz);
-      if (!this.codePages.has(hpa) && !this.dbgData) this.tPerm[i] = this.tPermReal[i];
+      if (!this.codePages.has(codeKey(hpa)) && !this.dbgData) this.tPerm[i] = this.tPermReal[i];
     }
     const b = this.tBuf[i], p = this.tOff[i] + o;
     for (let k = 0; k < sz; k++) b[p + k] = k < 4 ? v >>> (k * 8) : vh >>> ((k - 4) * 8);
@@ -1306,7 +1668,22 @@ export class X86Cpu {
     let hpa: number;
     const tdp = this.rules.tdp;
     if (tdp !== null && !this.emu) {
-      hpa = tdp.translate(BigInt(gpa - (gpa % 4096)), access, BigInt.asUintN(64, BigInt(gla)), glaValid, this.exit);
+      const page = gpa - (gpa % 4096);
+      if (access === (ACCESS_READ | ACCESS_PAGE_WALK)) {
+        if (this.gpGen !== this.tlbGen || this.gpTdp !== tdp || this.gpRoot !== tdp.rootTag) {
+          this.gpPage.fill(NaN);
+          this.gpGen = this.tlbGen; this.gpTdp = tdp; this.gpRoot = tdp.rootTag;
+        }
+        const ci = (gpa / 4096) & GP_CACHE_MASK;
+        if (this.gpPage[ci] === page) {
+          hpa = this.gpHpa[ci];
+        } else {
+          hpa = tdp.translate(page, access, gla, glaValid, this.exit);
+          if (hpa >= 0) { this.gpPage[ci] = page; this.gpHpa[ci] = hpa; }
+        }
+      } else {
+        hpa = tdp.translate(page, access, gla, glaValid, this.exit);
+      }
       if (hpa < 0) {
         this.exit.vectoring.valid = false;
         this.exit.insnLength = this.curOp ? this.curOp.len : 0;
@@ -1317,6 +1694,12 @@ export class X86Cpu {
       hpa += gpa % 4096;
     } else {
       hpa = (access & ACCESS_WRITE) && this.phys.gpaToHpaForWrite ? this.phys.gpaToHpaForWrite(gpa) : this.phys.gpaToHpa(gpa);
+      const ap = this.guestApic;
+      if (ap !== null && this.emu && !(access & (ACCESS_PAGE_WALK | ACCESS_FETCH)) &&
+        (gpa - (gpa % 4096) === ap.gpaPage || (hpa >= 0 && hpa - (hpa % 4096) === ap.hpaPage))) {
+        // KVM's emulator treats the virtualized APIC page as MMIO (vcpu_is_mmio_gpa): the access reaches the APIC.
+        hpa = -1;
+      }
       if (hpa < 0) {
         if (this.emu && !(access & ACCESS_PAGE_WALK) && !(access & ACCESS_FETCH)) {
           this.mmioGpa = gpa;
@@ -1346,11 +1729,19 @@ export class X86Cpu {
     }
     let reg = this.lastRegion;
     if (reg === null || hpa < reg.base || hpa >= reg.base + reg.bytes.length) {
-      reg = this.host.find(hpa);
-      if (reg === null) {
-        // A backend mapped a GPA to nothing: a host bug, surfaced as an internal error.
-        throw new Error(`processor: host-physical 0x${hpa.toString(16)} is outside host memory`);
+      // The two most recent regions: a TLB miss alternates between the guest's page tables
+      // and the data page, often in different memslots.
+      const prev = this.prevRegion;
+      if (prev !== null && hpa >= prev.base && hpa < prev.base + prev.bytes.length) {
+        reg = prev;
+      } else {
+        reg = this.host.find(hpa);
+        if (reg === null) {
+          // A backend mapped a GPA to nothing: a host bug, surfaced as an internal error.
+          throw new Error(`processor: host-physical 0x${hpa.toString(16)} is outside host memory`);
+        }
       }
+      this.prevRegion = this.lastRegion;
       this.lastRegion = reg;
     }
     this.pBuf = reg.bytes;
@@ -1437,12 +1828,21 @@ export class X86Cpu {
           tableGpa = Number(s.cr3 & 0x000ffffffffff000n);
           level = this.la57 ? 5 : 4;
         } else {
-          const pdpteA = Number(s.cr3 & 0xffffffe0n) + ((loL >>> 30) << 3);
-          const e = this.ptRead64(pdpteA, lin);
-          if (e < 0) return -1;
+          // PAE paging starts from the PDPTE registers, not the PDPT in memory (SDM 4.4.1);
+          // AMD under nested paging reads the PDPEs from guest memory (pdptr.ts).
+          const pi = loL >>> 30;
+          let e: number, eh: number;
+          if (pdptrsInMemory(this)) {
+            e = this.ptRead64(Number(s.cr3 & 0xffffffe0n) + pi * 8, lin);
+            if (e < 0) return -1;
+            eh = this.vh;
+          } else {
+            if (this.pdptrReload && !reloadPdptrsForWalk(this)) return -1;
+            e = s.pdptrLo[pi]; eh = s.pdptrHi[pi];
+          }
           if (!(e & 1)) return this.pageFault(lin, kind, user, false, false);
-          if ((e & 0x1e6) || (this.vh & rsvdHiMask) || (this.vh & 0x80000000)) return rsvdFault();
-          tableGpa = (e & 0xfffff000) + (this.vh & 0xfffff) * TWO32;
+          if (pdpteReserved(e, eh)) return rsvdFault();
+          tableGpa = ((e & 0xfffff000) >>> 0) + (eh & 0xfffff) * TWO32;
           level = 2;
         }
         for (;;) {
@@ -1513,11 +1913,24 @@ export class X86Cpu {
       if (!this.pge) global = 0;
     }
     const access = kind === 1 ? ACCESS_WRITE : kind === 2 ? ACCESS_FETCH : ACCESS_READ;
+    const ap = this.guestApic;
+    // The vendor's APIC page, by guest-physical address before TDP (SVM AVIC_APIC_BAR).
+    if (ap !== null && !this.emu && gpa - (gpa % 4096) === ap.gpaPage) {
+      const r = this.apicPageHit(ap, lin, kind);
+      if (r !== 0) return r;
+    }
     const pl = this.physLoc(gpa, access | (user ? ACCESS_USER : 0), lin, true);
     if (pl !== 0) return pl;
+    // ... or by host-physical address after TDP (VMX APIC-access address, SDM 29.4).
+    if (ap !== null && !this.emu && this.pHpa - (this.pHpa % 4096) === ap.hpaPage) {
+      const r = this.apicPageHit(ap, lin, kind);
+      if (r !== 0) return r;
+    }
     // With TDP or a read-only slot, a read fill may not grant write (and vice versa for fetch).
     if (kind !== 1 && (this.rules.tdp !== null || this.phys.gpaToHpaForWrite)) perm &= ~(P_SW | P_UW);
     if (this.rules.tdp !== null && kind !== 2) perm &= ~(P_SX | P_UX);
+    // A fetch the APIC-page handler let through is cached for fetches only: data accesses keep missing.
+    if (this.apicFetchOnly) { this.apicFetchOnly = false; perm &= P_SX | P_UX; }
     const i = (lin >>> 12) & TLB_MASK;
     const hpaPage = this.pHpa - (this.pHpa % 4096);
     this.tPage[i] = lin - (lin & 0xfff);
@@ -1535,6 +1948,104 @@ export class X86Cpu {
   /** internal: the current access is an implicit supervisor access (descriptor tables, TSS, IDT). */
   implicitSup = false;
 
+  // ---- internal: the vendor's virtualized APIC page (GuestModeRules.apicPage) ----
+  /** internal: rules.apicPage of the last runGuest (kept through emulateInstruction), or null. */
+  guestApic: ApicPageHandler | null = null;
+  private apicSeenGpa = -1;
+  private apicSeenHpa = -1;
+  /** internal: the handler asked for a trap-like exit once the current instruction completes (`exit` filled). */
+  apicTrap = false;
+  private apicFetchOnly = false;
+
+  /**
+   * internal: a translation reached the APIC page. Data accesses return -3 (the caller hands the
+   * access to the handler; nothing is cached). A fetch asks the handler now: an exit is -1 with
+   * `pend` set; otherwise 0 and the walk caches the page for fetches only.
+   */
+  private apicPageHit(ap: ApicPageHandler, lin: number, kind: number): number {
+    if (kind !== 2) return -3;
+    if (ap.access(lin & 0xfff, 1, 2, 0, 0, this.exit) === APIC_ACCESS_EXIT) { this.apicExit(); return -1; }
+    this.apicFetchOnly = true;
+    return 0;
+  }
+
+  /** internal: the handler filled a fault-like exit: the instruction does not complete (SDM 29.4.1). */
+  private apicExit(): void {
+    const ex = this.exit;
+    const op = this.curOp;
+    ex.vectoring.valid = false;
+    if (op) {
+      ex.insnLength = op.len;
+      ex.insnBytes.fill(0);
+      ex.insnBytes.set(op.bytes.subarray(0, 15));
+      ex.insnBytesCount = op.bytes.length;
+      ex.nextRip = this.ripBig(this.nextRip(op));
+    } else {
+      ex.insnLength = 0;
+      ex.insnBytesCount = 0;
+      ex.nextRip = this.ripBig(this.rip);
+    }
+    this.pend = PEND_EXIT;
+  }
+
+  /** internal: the handler's result code for one access; false when it exited (pend set). */
+  private apicResult(rc: number): boolean {
+    if (rc === APIC_ACCESS_EXIT) { this.apicExit(); return false; }
+    if (rc === APIC_ACCESS_DONE_TRAP) { this.apicTrap = true; this.brk = true; }
+    return true;
+  }
+
+  /** internal: a read of `sz` bytes at `lin` on the APIC page (high half in vh). */
+  private apicRead(lin: number, sz: number): number {
+    const ap = this.guestApic!;
+    if (!this.apicResult(ap.access(lin & 0xfff, sz, 0, 0, 0, this.exit))) { this.vh = 0; return 0; }
+    this.vh = sz === 8 ? ap.result[1] | 0 : 0;
+    const v = ap.result[0];
+    return sz === 1 ? v & 0xff : sz === 2 ? v & 0xffff : v | 0;
+  }
+
+  /** internal: one part (`n` bytes at `lin`, within one page, translated to TLB index `i` / -2 / -3) of a page-crossing read, into apicBytes. */
+  private readonly apicBytes = new Uint8Array(16);
+  private crossPart(i: number, lin: number, n: number, at: number, write: boolean): boolean {
+    const b = this.apicBytes;
+    if (i === -3) {
+      let lo = 0, hi = 0;
+      if (write) {
+        for (let k = n - 1; k >= 0; k--) { if (k >= 4) hi = (hi << 8) | b[at + k]; else lo = (lo << 8) | b[at + k]; }
+        return this.apicResult(this.guestApic!.access(lin & 0xfff, n, 1, lo >>> 0, hi >>> 0, this.exit));
+      }
+      const ap = this.guestApic!;
+      if (!this.apicResult(ap.access(lin & 0xfff, n, 0, 0, 0, this.exit))) return false;
+      for (let k = 0; k < n; k++) b[at + k] = k < 4 ? ap.result[0] >>> (k * 8) : ap.result[1] >>> ((k - 4) * 8);
+      return true;
+    }
+    if (write) this.wrBytesN(i, lin & 0xfff, b, at, n);
+    else { const src = this.tBuf[i], p = this.tOff[i] + (lin & 0xfff); for (let k = 0; k < n; k++) b[at + k] = src[p + k]; }
+    return true;
+  }
+  private wrBytesN(i: number, o: number, b: Uint8Array, at: number, n: number): void {
+    for (let k = 0; k < n; k++) this.wrBytes(i, o + k, 1, b[at + k], 0);
+  }
+
+  /** internal: a page-crossing access with an APIC page in force (only then: -3 may come back from xlate). */
+  private crossApic(lin: number, sz: number, write: boolean, v: number, vh: number): number {
+    const n1 = 0x1000 - (lin & 0xfff);
+    const lin2 = this.linAdd(lin, n1);
+    const i1 = this.xlate(lin, write ? 1 : 0);
+    if (i1 === -1) return 0;
+    const i2 = this.xlate(lin2, write ? 1 : 0);
+    if (i2 === -1) return 0;
+    const b = this.apicBytes;
+    if (write) for (let k = 0; k < sz; k++) b[k] = k < 4 ? v >>> (k * 8) : vh >>> ((k - 4) * 8);
+    if (!this.crossPart(i1, lin, n1, 0, write)) return 0;
+    if (!this.crossPart(i2, lin2, sz - n1, n1, write)) return 0;
+    if (write) return 0;
+    this.vh = sz === 8 ? b[4] | (b[5] << 8) | (b[6] << 16) | (b[7] << 24) : 0;
+    return sz === 2 ? b[0] | (b[1] << 8) : b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24);
+  }
+  /** internal: the PDPTE registers could not be read at entry: the next PAE walk loads them (pdptr.ts). */
+  pdptrReload = false;
+
   private pageFault(lin: number, kind: number, user: boolean, present: boolean, rsvd: boolean): number {
     let err = (present ? 1 : 0) | (kind === 1 ? 2 : 0) | (user ? 4 : 0) | (rsvd ? 9 : 0);
     if (kind === 2 && (this.nxe || this.smep)) err |= 0x10;
@@ -1549,8 +2060,12 @@ export class X86Cpu {
     const i = (lin >>> 12) & TLB_MASK;
     const page = lin - (lin & 0xfff);
     // The given PCID's entries, and global entries whatever their PCID (SDM INVLPG, 4.10.4.1).
-    const matchCtx = (c: number, j: number): boolean =>
-      (c >>> 12) === tag && (pcid < 0 || (c & 0xfff) === pcid || this.tGlobal[j] !== 0);
+    // (An entry of a retired id may match too: dropping a dead entry changes nothing.)
+    const keyOf = this.ctxKeyOf;
+    const matchCtx = (c: number, j: number): boolean => {
+      const key = keyOf[c];
+      return Math.floor(key / 4096) === tag && (pcid < 0 || key % 4096 === pcid || this.tGlobal[j] !== 0);
+    };
     if (this.tPage[i] === page && matchCtx(this.tCtx[i], i)) this.tPage[i] = NaN;
     if (this.largeEntries > 0) {
       for (let j = 0; j < TLB_SIZE; j++) {
@@ -1597,7 +2112,7 @@ export class X86Cpu {
     }
     const hpa = this.tHpa[i];
     const key = o * 4 + (this.bits >> 5);
-    const page = this.codePages.get(hpa);
+    const page = this.codePages.get(codeKey(hpa));
     if (page !== undefined) {
       const b = page.blocks.get(key);
       if (b !== undefined) return b;
@@ -1614,10 +2129,10 @@ export class X86Cpu {
     if (blk === null) return null; // crossing instruction faulted on its second page
     this.stats.blocksTranslated++;
     if (blk.cacheable) {
-      let page = this.codePages.get(hpa);
+      let page = this.codePages.get(codeKey(hpa));
       if (page === undefined) {
         page = new CodePage(hpa);
-        this.codePages.set(hpa, page);
+        this.codePages.set(codeKey(hpa), page);
         // Writes to this page must now take the slow path (self-modifying code).
         for (let j = 0; j < TLB_SIZE; j++) {
           if (this.tHpa[j] === hpa) this.tPerm[j] = this.fastPerm(this.tPermReal[j], hpa);
@@ -1632,7 +2147,7 @@ export class X86Cpu {
   /** A write of `len` bytes at host-physical `hpa` (within one page): drop overlapping code. */
   private codeWrite(hpa: number, len: number): void {
     const pb = hpa - (hpa % 4096);
-    const page = this.codePages.get(pb);
+    const page = this.codePages.get(codeKey(pb));
     if (page === undefined) return;
     const o = hpa - pb;
     const cov = page.covered;
@@ -1640,7 +2155,7 @@ export class X86Cpu {
     for (let k = o; k < o + len && k < 4096; k++) if (cov[k]) { hit = true; break; }
     if (!hit) return;
     for (const b of page.blocks.values()) b.valid = false;
-    this.codePages.delete(pb);
+    this.codePages.delete(codeKey(pb));
     this.brk = true;
   }
 
@@ -1661,9 +2176,16 @@ export class X86Cpu {
     return x >>> 0;
   }
 
-  /** internal: guest TSC now (state.tsc + retired so far + offset), as bigint (RDTSC/RDMSR, rare). */
+  /**
+   * internal: guest TSC now, as bigint (RDTSC/RDTSCP/RDMSR, rare): the counter plus the
+   * guest-mode offset. The counter is the time source's, else state.tsc + the instructions
+   * retired so far in this run — exact at every instruction, because the translator starts a
+   * new block at each instruction that reads the TSC (decode.ts), so `retired` is current.
+   */
   guestTsc(): bigint {
-    return BigInt.asUintN(64, this.state.tsc + BigInt(this.retired) + this.state.tscOffset);
+    const src = this.tscSource;
+    const counter = src !== null ? BigInt(Math.floor(src.now())) : this.state.tsc + BigInt(this.retired);
+    return BigInt.asUintN(64, counter + this.state.tscOffset);
   }
 
   /** internal: materialized flag helpers for ops that only touch some status flags. */

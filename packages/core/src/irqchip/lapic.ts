@@ -224,7 +224,9 @@ export class KvmLapic {
 
   /** The run loop: pick up a CR8 value the backend stored (MOV to CR8 changes TPR). */
   syncCr8(): void {
-    const cr8 = Number(this.vcpu.arch.cr8 & 0xfn);
+    // (CR8 bits 63:4 are reserved and always 0, SDM 2.5: Number() of the small value allocates nothing.)
+    const c = this.vcpu.arch.cr8;
+    const cr8 = c <= 0xfn ? Number(c) : Number(c & 0xfn);
     if (cr8 !== this.getReg(APIC_TASKPRI) >> 4) this.setTpr(cr8 << 4);
   }
 

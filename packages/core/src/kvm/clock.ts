@@ -12,9 +12,13 @@
  * - `host`: guest time is the host's monotonic clock (`process.hrtime`), shared by every vCPU.
  *   A halted vCPU sleeps (Atomics.wait, bounded) until the next deadline.
  *
- * The virtual TSC runs at 1 GHz in both modes (TSC ticks = nanoseconds), which is what
- * CPUID leaves 0x15/0x16 should report (`tscHz`). The APIC timer's bus clock is 1 GHz too
- * (KVM's APIC_BUS_CYCLE_NS = 1).
+ * The guest TSC is this clock, at 1 GHz in both modes (TSC ticks = nanoseconds; what CPUID
+ * leaves 0x15/0x16 should report, `tscHz`), so RDTSC and the TSC-deadline timer agree:
+ * - virtual: the processor's counter (`CpuState.tsc`) advances by one per retired instruction,
+ *   exactly as the vCPU's time line does, and `skipTo` adds the idle time it skips;
+ * - host: the processor reads the counter from the host clock (`X86Cpu.tscSource`, installed
+ *   by this class), so it advances in real time, halted or not.
+ * The APIC timer's bus clock is 1 GHz too (KVM's APIC_BUS_CYCLE_NS = 1).
  *
  * Timers fire from the run loop at instruction-boundary granularity (`runExpired`, called by
  * vcpu_run before each entry); a backend keeps a timer interrupt on time by entering the guest
@@ -25,6 +29,7 @@
  */
 import type { Kvm } from './kvm';
 import type { KvmVcpu } from './vcpu';
+import type { TscSource } from '../cpu/x86-cpu';
 import { KvmError } from './errors';
 
 export type KvmClockMode = 'virtual' | 'host';
@@ -77,9 +82,10 @@ export class KvmTimer {
 interface VcpuTime {
   /** Virtual mode: idle time skipped while halted (ns). */
   skippedNs: number;
-  /** Host mode: host ns and retired count at the last TSC catch-up. */
-  lastHostNs: number;
-  lastRetired: number;
+  /** Host mode: the vCPU's TSC counter is host time + this (set at the switch and by WRMSR). */
+  hostTscBias: number;
+  /** Host mode: the processor's TSC source (reads host time + bias). */
+  hostTsc: TscSource | null;
   /** Retired-instruction count at which the current KVM_RUN's budget runs out. */
   runEnd: number;
 }
@@ -116,16 +122,38 @@ export class KvmClock {
     if (mode === 'host') this.hostEpoch = hostNowNs() - now;
     for (const v of this.kvm.vcpus) {
       const t = this.vcpuTime(v);
-      t.lastHostNs = now;
-      t.lastRetired = v.cpu.state.instructionsRetired;
-      if (mode === 'virtual') t.skippedNs = Math.max(0, now - v.cpu.state.instructionsRetired);
+      if (mode === 'host') {
+        // The counter continues from where the vCPU's TSC is, then follows host time.
+        t.hostTscBias = Number(v.cpu.state.tsc) - now;
+        this.attachHostTsc(v, t);
+      } else {
+        // Back to counting instructions from the counter's current value.
+        v.cpu.state.tsc = BigInt(Math.floor(this.hostCounter(t)));
+        v.cpu.tscSource = null;
+        t.skippedNs = Math.max(0, now - v.cpu.state.instructionsRetired);
+      }
     }
+  }
+
+  /** Host mode: the TSC counter of the vCPU with bookkeeping `t`. */
+  private hostCounter(t: VcpuTime): number {
+    return hostNowNs() - this.hostEpoch + t.hostTscBias;
+  }
+
+  /** Host mode: make the vCPU's processor read its TSC from host time. */
+  private attachHostTsc(vcpu: KvmVcpu, t: VcpuTime): void {
+    t.hostTsc ??= {
+      now: () => this.hostCounter(t),
+      set: (value: number) => { t.hostTscBias += value - this.hostCounter(t); },
+    };
+    vcpu.cpu.tscSource = t.hostTsc;
+    vcpu.cpu.state.tsc = BigInt(Math.floor(this.hostCounter(t)));
   }
 
   private vcpuTime(vcpu: KvmVcpu): VcpuTime {
     let t = this.perVcpu.get(vcpu);
     if (!t) {
-      t = { skippedNs: 0, lastHostNs: 0, lastRetired: 0, runEnd: Infinity };
+      t = { skippedNs: 0, hostTscBias: 0, hostTsc: null, runEnd: Infinity };
       this.perVcpu.set(vcpu, t);
     }
     return t;
@@ -150,8 +178,9 @@ export class KvmClock {
     return v.cpu.state.instructionsRetired + (this.perVcpu.get(v)?.skippedNs ?? 0);
   }
 
-  /** The guest TSC as RDTSC / RDMSR(IA32_TSC) on `vcpu` report it now. */
+  /** The guest TSC as RDTSC / RDMSR(IA32_TSC) on `vcpu` (outside runGuest) report it now. */
   guestTsc(vcpu: KvmVcpu): bigint {
+    if (this.modeValue === 'host') this.syncHostTsc(vcpu);
     return BigInt.asUintN(64, vcpu.cpu.state.tsc + vcpu.arch.tscOffset);
   }
 
@@ -282,14 +311,18 @@ export class KvmClock {
     return this.nowNs() >= deadlineNs;
   }
 
-  /** Host mode: make the processor's TSC follow host time (it only counts retired instructions). */
+  /**
+   * Host mode: refresh the vCPU's TSC counter (`CpuState.tsc`, which backends and KVM_GET_MSRS
+   * read between entries) from host time, attaching the host time source to a vCPU created
+   * after the switch.
+   */
   private syncHostTsc(vcpu: KvmVcpu): void {
     const t = this.vcpuTime(vcpu);
-    const now = this.nowNs();
-    const retired = vcpu.cpu.state.instructionsRetired;
-    const extra = now - t.lastHostNs - (retired - t.lastRetired);
-    if (extra > 0) vcpu.cpu.state.tsc += BigInt(Math.floor(extra));
-    t.lastHostNs = now;
-    t.lastRetired = retired;
+    if (vcpu.cpu.tscSource !== t.hostTsc || t.hostTsc === null) {
+      t.hostTscBias = Number(vcpu.cpu.state.tsc) - (hostNowNs() - this.hostEpoch);
+      this.attachHostTsc(vcpu, t);
+      return;
+    }
+    vcpu.cpu.state.tsc = BigInt(Math.floor(this.hostCounter(t)));
   }
 }

@@ -76,9 +76,12 @@ export function validateCpuid(entries: readonly KvmCpuidEntry2[]): void {
 
 /** kvm_find_cpuid_entry. */
 export function kvmFindCpuidEntry(vcpu: KvmVcpu, fn: number, index: number): KvmCpuidEntry2 | undefined {
-  return vcpu.arch.cpuidEntries.find(
-    (e) => e.function === fn && (!(e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) || e.index === index),
-  );
+  const entries = vcpu.arch.cpuidEntries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    if (e.function === fn && (!(e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) || e.index === index)) return e;
+  }
+  return undefined;
 }
 
 export function guestCpuidIsAmd(vcpu: KvmVcpu): boolean {
@@ -97,6 +100,13 @@ export function guestCpuidHas(vcpu: KvmVcpu, leaf: number, reg: 'eax' | 'ebx' | 
  * basic leaf) unless the guest's vendor is AMD, where they read as zero — as KVM does.
  */
 export function kvmCpuid(vcpu: KvmVcpu, fn: number, index: number): [number, number, number, number] {
+  const e = kvmCpuidEntry(vcpu, fn, index);
+  if (!e) return [0, 0, 0, 0];
+  return [e.eax, e.ebx, e.ecx, e.edx];
+}
+
+/** The entry kvm_cpuid() answers from (undefined: all four registers read as zero). */
+function kvmCpuidEntry(vcpu: KvmVcpu, fn: number, index: number): KvmCpuidEntry2 | undefined {
   let e = kvmFindCpuidEntry(vcpu, fn, index);
   if (!e && !guestCpuidIsAmd(vcpu)) {
     const classMax = kvmFindCpuidEntry(vcpu, fn & 0xc0000000, 0);
@@ -105,20 +115,24 @@ export function kvmCpuid(vcpu: KvmVcpu, fn: number, index: number): [number, num
       if (basic) e = kvmFindCpuidEntry(vcpu, basic.eax, index);
     }
   }
-  if (!e) return [0, 0, 0, 0];
-  return [e.eax, e.ebx, e.ecx, e.edx];
+  return e;
 }
 
-/** kvm_emulate_cpuid: answer from the guest CPUID table and skip the instruction. */
+/**
+ * kvm_emulate_cpuid: answer from the guest CPUID table and skip the instruction. The four
+ * results are 32-bit and zero-extended into RAX/RBX/RCX/RDX (SDM Vol. 2A CPUID), written as
+ * register halves: no BigInt and no allocation on this exit.
+ */
 export function kvmEmulateCpuid(vcpu: KvmVcpu): number {
-  const fn = Number(vcpu.registerRead(KvmReg.RAX) & 0xffffffffn);
-  const index = Number(vcpu.registerRead(KvmReg.RCX) & 0xffffffffn);
-  const [a, b, c, d] = kvmCpuid(vcpu, fn, index);
+  const fn = vcpu.registerReadLow(KvmReg.RAX);
+  const index = vcpu.registerReadLow(KvmReg.RCX);
+  const e = kvmCpuidEntry(vcpu, fn, index);
+  const a = e ? e.eax : 0, b = e ? e.ebx : 0, c = e ? e.ecx : 0, d = e ? e.edx : 0;
   vcpu.kvm.stats.cpuidExits++;
   if (vcpu.kvm.tracing('kvm_cpuid')) vcpu.kvm.trace('kvm_cpuid', vcpu, () => `func ${fn.toString(16)} idx ${index.toString(16)} rax ${a.toString(16)} rbx ${b.toString(16)} rcx ${c.toString(16)} rdx ${d.toString(16)}`);
-  vcpu.registerWrite(KvmReg.RAX, BigInt(a));
-  vcpu.registerWrite(KvmReg.RBX, BigInt(b));
-  vcpu.registerWrite(KvmReg.RCX, BigInt(c));
-  vcpu.registerWrite(KvmReg.RDX, BigInt(d));
+  vcpu.registerWriteHalves(KvmReg.RAX, a, 0);
+  vcpu.registerWriteHalves(KvmReg.RBX, b, 0);
+  vcpu.registerWriteHalves(KvmReg.RCX, c, 0);
+  vcpu.registerWriteHalves(KvmReg.RDX, d, 0);
   return vcpu.kvm.skipEmulatedInstruction(vcpu);
 }

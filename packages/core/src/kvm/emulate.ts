@@ -165,8 +165,9 @@ export function kvmMmuPageFault(vcpu: KvmVcpu, gpa: bigint, errorCode: number, m
   if (!mmio && kvm.mmu) {
     const r = kvm.mmu.pageFault(gpa, (errorCode & PFERR_WRITE_MASK) !== 0);
     if (r === TdpFaultResult.RETRY) {
-      // The new or upgraded leaf must not be shadowed by a stale TLB entry.
-      kvm.ops.tlbFlushCurrent(vcpu);
+      // No flush: a TDP fault leaves no translation for the faulting access behind (SDM 28.3.3.1;
+      // the processor caches only translations that succeeded), and a cached entry with fewer
+      // permissions than the access needs misses again. KVM's fast_page_fault does the same.
       return 1;
     }
   }

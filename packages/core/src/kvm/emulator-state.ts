@@ -9,6 +9,8 @@
 import { emptySegment, KvmReg, VcpuSreg } from '../ops/types';
 import { kvmQueueException } from './x86';
 import type { KvmVcpu } from './vcpu';
+import { taskSwitchStatus } from '../cpu/task-switch';
+import { storeTaskSwitchState } from './task-switch';
 
 const seg = emptySegment();
 
@@ -54,8 +56,11 @@ export function withEmulatorState<T>(vcpu: KvmVcpu, fn: () => T): T {
   loadEmulatorState(vcpu);
   const cpu = vcpu.cpu;
   cpu.injection.valid = false;
+  taskSwitchStatus.committed = false;
   const r = fn();
-  storeEmulatorState(vcpu);
+  // An emulated JMP/CALL/IRET that switched tasks changed segments, TR, LDTR, CR0/CR3, DR7 too.
+  if (taskSwitchStatus.committed) storeTaskSwitchState(vcpu);
+  else storeEmulatorState(vcpu);
   if (cpu.injection.valid) {
     cpu.injection.valid = false;
     kvmQueueException(vcpu, cpu.injection.vector, cpu.injection.hasErrorCode ? cpu.injection.errorCode : undefined);

@@ -8,6 +8,7 @@ export * from './pio';
 export * from './emulate';
 export * from './io-bus';
 export * from './emulator-state';
+export * from './task-switch';
 export {
   kvmQueueException, kvmRequeueException, kvmClearExceptionQueue, kvmQueueInterrupt, kvmClearInterruptQueue,
   kvmSkipEmulatedInstruction, kvmCpuHasInjectableIntr, exceptionHasErrorCode, internalError, flushRemoteTlbs,

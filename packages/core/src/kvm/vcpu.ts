@@ -2,6 +2,10 @@ import { X86Cpu } from '../cpu/x86-cpu';
 import { DescPtr, KvmMsrEntry, KvmReg, KvmSegment, MsrData, NR_VCPU_REGS, VcpuSreg, emptySegment } from '../ops/types';
 import type { Kvm } from './kvm';
 import { KvmError } from './errors';
+
+const CR0_PG_BIT = 1n << 31n;
+const CR4_PAE_BIT = 1n << 5n;
+const EFER_LMA_BIT = 1n << 10n;
 import { KvmRun } from './run';
 import { KvmCpuidEntry2 } from './cpuid';
 import { kvmSetMsr } from './msr';
@@ -60,6 +64,8 @@ export interface QueuedException {
 export class VcpuArch {
   /** GPRs and RIP (enum kvm_reg order). Valid when the bit is set in regsAvail. */
   readonly regs = new BigUint64Array(NR_VCPU_REGS);
+  /** The same registers as 32-bit halves (little-endian: [2r] low, [2r+1] high): the exit path's BigInt-free view. */
+  readonly regs32 = new Uint32Array(this.regs.buffer);
   regsAvail = 0;
   regsDirty = 0;
   rflags = 0x2n;
@@ -127,8 +133,20 @@ export class KvmVcpu {
   vendor: unknown = null;
   /** KVM_REQ_* bits. */
   requests = 0;
-  /** Exits taken, by the backend's own exit-reason name (for stats and the CLI's table). */
-  readonly exitCounts = new Map<string, number>();
+  /**
+   * Exits taken, by the backend's own exit-reason name (for stats and the CLI's table): a
+   * snapshot built from the numeric counters countExit keeps (no Map update per exit).
+   */
+  get exitCounts(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (let i = 0; i < this.exitNames.length; i++) m.set(this.exitNames[i], this.exitNameCounts[i]);
+    return m;
+  }
+  /** Exit-reason names in the order first seen, and their counts (same index). */
+  private readonly exitNames: string[] = [];
+  private exitNameCounts = new Float64Array(16);
+  private readonly exitNameIndex = new Map<string, number>();
+  private lastExitIndex = -1;
   /** Instructions each KVM_RUN may retire before returning KVM_EXIT_INTR (a time slice). */
   runBudget = 50_000_000;
   /** Set by the backend/core when the guest must not be entered again (e.g. after an internal error). */
@@ -153,10 +171,28 @@ export class KvmVcpu {
   lastExit = '';
   exitTotal = 0;
 
-  /** The backend records an exit (its vmx/svm handleExit, before dispatching it). */
+  /**
+   * The backend records an exit (its vmx/svm handleExit, before dispatching it). Counted by
+   * index: the same name as the last exit (the common case) is one string comparison.
+   */
   countExit(name: string): void {
-    this.exitCounts.set(name, (this.exitCounts.get(name) ?? 0) + 1);
-    this.lastExit = name;
+    let i = this.lastExitIndex;
+    if (name !== this.lastExit || i < 0) {
+      const known = this.exitNameIndex.get(name);
+      if (known === undefined) {
+        i = this.exitNames.length;
+        this.exitNames.push(name);
+        this.exitNameIndex.set(name, i);
+        if (i >= this.exitNameCounts.length) {
+          const grown = new Float64Array(this.exitNameCounts.length * 2);
+          grown.set(this.exitNameCounts);
+          this.exitNameCounts = grown;
+        }
+      } else i = known;
+      this.lastExitIndex = i;
+      this.lastExit = name;
+    }
+    this.exitNameCounts[i]++;
     this.exitTotal++;
     this.kvm.noteExit(this, name);
   }
@@ -171,6 +207,24 @@ export class KvmVcpu {
     this.arch.regs[reg] = BigInt.asUintN(64, v);
     this.arch.regsAvail |= 1 << reg;
     this.arch.regsDirty |= 1 << reg;
+  }
+  /** The low 32 bits of a register (kvm_register_read truncated, without a BigInt). */
+  registerReadLow(reg: KvmReg): number {
+    if (!(this.arch.regsAvail & (1 << reg))) this.kvm.ops.cacheReg(this, reg);
+    return this.arch.regs32[2 * reg];
+  }
+  /** The high 32 bits of a register. */
+  registerReadHigh(reg: KvmReg): number {
+    if (!(this.arch.regsAvail & (1 << reg))) this.kvm.ops.cacheReg(this, reg);
+    return this.arch.regs32[2 * reg + 1];
+  }
+  /** kvm_register_write from 32-bit halves (no BigInt on the exit path). */
+  registerWriteHalves(reg: KvmReg, lo: number, hi: number): void {
+    const a = this.arch;
+    a.regs32[2 * reg] = lo;
+    a.regs32[2 * reg + 1] = hi;
+    a.regsAvail |= 1 << reg;
+    a.regsDirty |= 1 << reg;
   }
   get rip(): bigint {
     return this.registerRead(KvmReg.RIP);
@@ -251,6 +305,10 @@ export class KvmVcpu {
     this.arch.cr0 = s.cr0;
     if (ops.setCr4(this, s.cr4) !== 0) throw new KvmError('EINVAL', `KVM_SET_SREGS: CR4 0x${s.cr4.toString(16)} rejected by the backend`);
     this.arch.cr4 = s.cr4;
+    // __set_sregs → load_pdptrs: with PAE paging the PDPTE registers come from the table CR3
+    // names (SDM 4.4.1), read through the memslots; the vendor takes them at load_mmu_pgd
+    // (VMX under EPT: GUEST_PDPTR0-3).
+    if ((s.cr0 & CR0_PG_BIT) !== 0n && (s.cr4 & CR4_PAE_BIT) !== 0n && (s.efer & EFER_LMA_BIT) === 0n) this.loadPdptrsFromMemory(s.cr3);
     // load_mmu_pgd takes the TDP root; the vendor writes guest CR3 from arch.cr3 alongside it.
     ops.loadMmuPgd(this, BigInt(this.kvm.mmu?.root ?? 0));
     ops.setSegment(this, s.cs, VcpuSreg.CS);
@@ -262,6 +320,19 @@ export class KvmVcpu {
     ops.setSegment(this, s.tr, VcpuSreg.TR);
     ops.setSegment(this, s.ldt, VcpuSreg.LDTR);
     this.makeRequest(KvmReq.EVENT | KvmReq.TLB_FLUSH);
+  }
+
+  /** load_pdptrs for KVM_SET_SREGS: the four PDPTEs at `cr3` (bits 31:5) into the PDPTE registers. */
+  private loadPdptrsFromMemory(cr3: bigint): void {
+    const base = Number(cr3 & 0xffffffe0n);
+    const st = this.cpu.state, host = this.kvm.hostMemory, slots = this.kvm.memslots;
+    for (let i = 0; i < 4; i++) {
+      const hpa = slots.gpaToHpa(base + i * 8);
+      // A PDPT outside guest RAM reads as all-ones, as the walk would see it.
+      st.setPdptr(i, hpa < 0 ? 0xffff_ffff_ffff_ffffn : host.read64(hpa));
+    }
+    this.arch.regsAvail |= 1 << KvmReg.PDPTR;
+    this.arch.regsDirty |= 1 << KvmReg.PDPTR;
   }
 
   readCr0(): bigint {

@@ -14,6 +14,7 @@ const X86_EFLAGS_IF = 1n << 9n;
 /** In-kernel exits one KVM_RUN may handle before returning KVM_EXIT_INTR (bounds a livelock). */
 export const MAX_EXITS_PER_RUN = 100_000;
 const X86_EFLAGS_TF = 1n << 8n;
+const TWO53 = 1n << 53n;
 const X86_EFLAGS_RF = 1n << 16n;
 
 // ---------------------------------------------------------------- exceptions
@@ -115,7 +116,9 @@ export function kvmSkipEmulatedInstruction(vcpu: KvmVcpu): number {
   const ops = vcpu.kvm.ops;
   const rflags = ops.getRflags(vcpu);
   const r = ops.skipEmulatedInstruction(vcpu);
-  if (r && (rflags & X86_EFLAGS_TF)) {
+  // RFLAGS.TF tested without a BigInt operation (any RFLAGS below 2^53 converts exactly).
+  const tf = rflags < TWO53 ? (Number(rflags) & 0x100) !== 0 : (rflags & X86_EFLAGS_TF) !== 0n;
+  if (r && tf) {
     // kvm_vcpu_do_singlestep: a trap-like #DB with DR6.BS after the instruction.
     vcpu.arch.dr6 = (vcpu.arch.dr6 & ~0x400fn) | 0x4000n;
     kvmQueueException(vcpu, X86Vector.DB, undefined, 0x4000n);
@@ -400,20 +403,35 @@ export function flushRemoteTlbs(kvm: Kvm): void {
   for (const v of kvm.vcpus) v.makeRequest(KvmReq.TLB_FLUSH);
 }
 
-/** kvm_get_dirty_log_protect: drain hardware logs, copy and clear the bitmap, re-arm those pages. */
+const ALL_PAGES_MASK = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * kvm_get_dirty_log_protect: drain hardware logs, copy and clear the bitmap, and re-arm the
+ * collected pages one 64-page word at a time (kvm_arch_mmu_enable_log_dirty_pt_masked: PML
+ * clears their D bits, otherwise they are write-protected again). Words with no bit set cost
+ * nothing; one TLB flush at the end if anything was re-armed.
+ */
 export function getDirtyLogProtect(kvm: Kvm, slot: KvmMemorySlot): Uint32Array {
   if (kvm.has('flushLogDirty')) kvm.ops.flushLogDirty!(kvm);
   const bm = slot.dirtyBitmap!;
   const copy = bm.slice();
+  const n = bm.length;
+  const vendor = kvm.has('enableLogDirtyPtMasked');
   let any = false;
-  for (let w = 0; w < bm.length; w++) {
-    const mask = bm[w];
-    if (!mask) continue;
+  for (let w = 0; w < n; w += 2) {
+    // A 64-bit bitmap word (BITS_PER_LONG) as two 32-bit halves.
+    const lo = bm[w];
+    const hi = w + 1 < n ? bm[w + 1] : 0;
+    if ((lo | hi) === 0) continue;
     bm[w] = 0;
+    if (w + 1 < n) bm[w + 1] = 0;
     any = true;
-    // kvm_arch_mmu_enable_log_dirty_pt_masked: PML clears D bits; otherwise write-protect again.
-    if (kvm.has('enableLogDirtyPtMasked')) kvm.ops.enableLogDirtyPtMasked!(kvm, slot, BigInt(w * 32), BigInt(mask >>> 0));
-    else kvm.mmu?.writeProtectPtMasked(slot, w * 32, mask >>> 0);
+    if (vendor) {
+      // The hook takes KVM's gfn_t and unsigned long as bigint; a full word (every page dirty) needs no conversion.
+      const mask = (lo & hi) === -1 ? ALL_PAGES_MASK : (BigInt(hi) << 32n) | BigInt(lo);
+      kvm.ops.enableLogDirtyPtMasked!(kvm, slot, BigInt(w * 32), mask);
+    }
+    else kvm.mmu?.writeProtectPtMasked(slot, w * 32, lo, hi);
   }
   if (any) flushRemoteTlbs(kvm);
   return copy;

@@ -8,6 +8,12 @@ export interface HostRegion {
   readonly base: number;
   readonly bytes: Uint8Array;
   readonly name: string;
+  /**
+   * The same bytes as little-endian 32-bit words (null when the buffer is not 4-byte aligned):
+   * what the emulated hardware's table walkers read entries through, as two halves, with no
+   * BigInt or DataView per access.
+   */
+  readonly words: Uint32Array | null;
 }
 
 /**
@@ -39,7 +45,8 @@ export class HostMemory {
     const base = this.next;
     // Leave a guard page between regions so an off-by-one walk never lands in a neighbour.
     this.next += bytes.length + PAGE_SIZE;
-    this.regions.push({ base, bytes, name });
+    const words = bytes.byteOffset % 4 === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : null;
+    this.regions.push({ base, bytes, name, words });
     this.mapped += bytes.length;
     return base;
   }
@@ -134,5 +141,89 @@ export class HostMemory {
   strayAccesses = 0;
   get bytesMapped(): number {
     return this.mapped;
+  }
+}
+
+const NO_WORDS: Uint32Array = new Uint32Array(0);
+const TWO32 = 0x1_0000_0000;
+
+/**
+ * How the emulated table walkers (EPT, NPT, a third-party backend's TDP) read and update
+ * 8-byte entries in host-physical memory: as two 32-bit halves through the region's words,
+ * remembering the last region so a walk's later levels (usually in the same region) cost no
+ * search. Where no memory is, the entry reads as all-ones and writes are dropped, as the bus
+ * behaves (HostMemory.read32/write32 count those as stray accesses).
+ */
+export class HostEntryCursor {
+  /** The entry last read (`read`). */
+  lo = 0;
+  hi = 0;
+  private words: Uint32Array = NO_WORDS;
+  private base = 0;
+  private len = 0;
+  /** Word index of the entry last read in `words`, or -1 when no aligned memory backs it. */
+  private wi = -1;
+  private ea = 0;
+
+  constructor(private readonly host: HostMemory) {}
+
+  /** Read the 8-byte entry at host-physical `ea` into `lo`/`hi`. */
+  read(ea: number): void {
+    const wi = this.locate(ea);
+    if (wi < 0) {
+      this.lo = this.host.read32(ea);
+      this.hi = this.host.read32(ea + 4);
+      return;
+    }
+    this.lo = this.words[wi];
+    this.hi = this.words[wi + 1];
+  }
+
+  /** Write the 8-byte entry at host-physical `ea` (a log record: PML). */
+  write(ea: number, lo: number, hi: number): void {
+    const wi = this.locate(ea);
+    if (wi < 0) {
+      this.host.write32(ea, lo);
+      this.host.write32(ea + 4, hi);
+      return;
+    }
+    this.words[wi] = lo;
+    this.words[wi + 1] = hi;
+  }
+
+  /** Word index of `ea` in `words` (switching region), or -1 when no aligned memory backs it. */
+  private locate(ea: number): number {
+    this.ea = ea;
+    const off = ea - this.base;
+    if (off >= 0 && off + 8 <= this.len) return (this.wi = off >>> 2);
+    const r = this.host.find(ea);
+    // Only regions under 4 GiB long are remembered, so an offset into one is a 32-bit integer.
+    if (r === null || r.words === null || ea + 8 > r.base + r.bytes.length || r.bytes.length >= TWO32) return (this.wi = -1);
+    this.base = r.base;
+    this.len = r.bytes.length;
+    this.words = r.words;
+    return (this.wi = (ea - r.base) >>> 2);
+  }
+
+  /** Replace the low half of the entry last read (accessed/dirty flags, write access). */
+  writeLo(v: number): void {
+    if (this.wi >= 0) this.words[this.wi] = v;
+    else this.host.write32(this.ea, v);
+  }
+}
+
+/**
+ * Index (0..511) of the entry that translates an address at `level` (1 = page table, 2 = page
+ * directory, 3 = PDPT, 4 = PML4, 5 = PML5) of a 4-/5-level table in the x86 long-mode layout
+ * shared by EPT and NPT: address bits 20:12, 29:21, 38:30, 47:39, 56:48. The address comes as
+ * its 32-bit halves so a walk needs no BigInt.
+ */
+export function tableIndex(lo: number, hi: number, level: number): number {
+  switch (level) {
+    case 5: return (hi >>> 16) & 511;
+    case 4: return (hi >>> 7) & 511;
+    case 3: return ((hi & 0x7f) << 2) | (lo >>> 30);
+    case 2: return (lo >>> 21) & 511;
+    default: return (lo >>> 12) & 511;
   }
 }

@@ -23,6 +23,8 @@ export interface KvmUserspaceMemoryRegion {
 
 class Slot implements KvmMemorySlot {
   dirtyBitmap: Uint32Array | null = null;
+  /** First guest frame number as a plain number (GPAs stay below 2^52). */
+  readonly baseGfnNumber: number;
   constructor(
     readonly id: number,
     readonly baseGfn: bigint,
@@ -30,11 +32,14 @@ class Slot implements KvmMemorySlot {
     public flags: number,
     readonly hostBase: number,
     readonly userspace: Uint8Array,
-  ) {}
-  /** First guest frame number as a plain number (GPAs stay below 2^52). */
-  get baseGfnNumber(): number {
-    return Number(this.baseGfn);
+  ) {
+    this.baseGfnNumber = Number(baseGfn);
   }
+}
+
+/** A slot's first guest frame number as a number, without a BigInt conversion for core's own slots. */
+export function slotBaseGfn(slot: KvmMemorySlot): number {
+  return slot instanceof Slot ? slot.baseGfnNumber : Number(slot.baseGfn);
 }
 
 /**
@@ -154,7 +159,7 @@ export class Memslots {
   markPageDirty(slot: KvmMemorySlot, gfn: number): void {
     const bm = slot.dirtyBitmap;
     if (!bm) return;
-    const rel = gfn - Number(slot.baseGfn);
+    const rel = gfn - slotBaseGfn(slot);
     bm[rel >>> 5] |= 1 << (rel & 31);
   }
 
@@ -166,7 +171,7 @@ export class Memslots {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     const s = this.find(gfn);
     if (!s) return -1;
-    return s.hostBase + (gfn - Number(s.baseGfn)) * PAGE_SIZE + (gpa % PAGE_SIZE);
+    return s.hostBase + (gfn - slotBaseGfn(s)) * PAGE_SIZE + (gpa % PAGE_SIZE);
   }
 
   get totalBytes(): number {

@@ -21,6 +21,7 @@ export const KVM_TRACEPOINTS = {
   kvm_hypercall: 'VMCALL/VMMCALL handled (number, result; SVM: instruction patched)',
   kvm_ple_window_update: 'pause-loop exiting window grown (SVM)',
   kvm_avic_incomplete_ipi: 'AVIC incomplete-IPI exit (SVM)',
+  kvm_task_switch: 'a task switch after a task-switch exit: the vendor handler\'s raw exit fields (VMX qualification and IDT-vectoring information; SVM EXITINFO1/2 and EXITINTINFO), then core\'s selector, reason and error code',
 } as const;
 
 export type KvmTracepoint = keyof typeof KVM_TRACEPOINTS;

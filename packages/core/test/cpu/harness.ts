@@ -5,7 +5,7 @@
  */
 import { HostMemory } from '../../src/mmu/host-memory';
 import { X86Cpu, GuestPhysMap } from '../../src/cpu/x86-cpu';
-import { GuestModeRules, InterceptInsn, TdpWalker } from '../../src/cpu/guest-mode';
+import { ApicPageHandler, Cr8Virtualization, GuestModeRules, InterceptInsn, TdpWalker } from '../../src/cpu/guest-mode';
 
 export class TestRules implements GuestModeRules {
   readonly insn = new Uint8Array(InterceptInsn.COUNT);
@@ -28,6 +28,10 @@ export class TestRules implements GuestModeRules {
   tlbTag = 0;
   monitorTrapFlag = false;
   preemptionDeadlineTsc = -1n;
+  pdptrsLoaded = false;
+  apicPage: ApicPageHandler | null = null;
+  cr8: Cr8Virtualization | null = null;
+  taskSwitchExits?: boolean;
 }
 
 export interface Machine {

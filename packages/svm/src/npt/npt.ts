@@ -1,5 +1,5 @@
 import {
-  ACCESS_FETCH, ACCESS_PAGE_WALK, ACCESS_WRITE, GuestExit, GuestExitKind, HostMemory, TdpFormat, TdpWalker,
+  ACCESS_FETCH, ACCESS_PAGE_WALK, ACCESS_WRITE, GuestExit, GuestExitKind, HostEntryCursor, HostMemory, tableIndex, TdpFormat, TdpWalker,
 } from '@tsvisor/core';
 import { HOST_MAXPHYADDR } from '../vmcb/checks';
 
@@ -15,11 +15,7 @@ const RW = 1n << 1n;
 const US = 1n << 2n;
 const A = 1n << 5n;
 const D = 1n << 6n;
-const PS = 1n << 7n;
-const NX = 1n << 63n;
 const ADDR = ((1n << BigInt(HOST_MAXPHYADDR)) - 1n) & ~0xfffn;
-/** Bits 51:MAXPHYADDR are reserved in every entry (APM 5.3.1); a set one faults with RSVD. */
-const RSVD = ((1n << 52n) - 1n) & ~((1n << BigInt(HOST_MAXPHYADDR)) - 1n);
 
 /**
  * The NPT format given to core's MMU (KVM's kvm_mmu_set_mask_ptes for SVM): non-leaf entries
@@ -50,81 +46,106 @@ export const NPF_EC_US = 4;
 export const NPF_EC_RSVD = 8;
 export const NPF_EC_ID = 16;
 
+// Entry bits as 32-bit halves: P, RW, US, A, D, PS in the low half; NX is bit 31 of the high half.
+const L_P = 0x1, L_RW = 0x2, L_US = 0x4, L_A = 0x20, L_D = 0x40, L_PS = 0x80;
+const H_NX = 0x8000_0000;
+/** Address bits MAXPHYADDR-1:32 of the high half, and bits 51:MAXPHYADDR, reserved in every entry (APM 5.3.1): a set one faults with RSVD. */
+const H_ADDR = (1 << (HOST_MAXPHYADDR - 32)) - 1;
+const H_RSVD = 0xf_ffff & ~H_ADDR;
+const TWO32 = 0x1_0000_0000;
+// Module-local: a call through core's re-export would go through its getter on every level.
+const indexAt = tableIndex;
+const A_WRITE = ACCESS_WRITE;
+const A_FETCH = ACCESS_FETCH;
+const A_PAGE_WALK = ACCESS_PAGE_WALK;
+const K_TDP_FAULT = GuestExitKind.TDP_FAULT;
+
 /**
  * The processor's nested walk (the "hardware" half of NPT): four levels from N_CR3, setting
  * A (and D on a write) in the leaf as the processor does, faulting with the #NPF
- * information the backend later encodes into EXITINFO1/EXITINFO2.
+ * information the backend later encodes into EXITINFO1/EXITINFO2. Entries are read as two
+ * 32-bit halves from the host region holding the table (the last one is remembered), with no
+ * BigInt and no allocation.
  */
 export class NptWalker implements TdpWalker {
   readonly rootTag: number;
-  constructor(private readonly host: HostMemory, readonly nCr3: bigint, private readonly nxEnabled: boolean) {
-    this.rootTag = Number(nCr3 & ADDR);
+  private readonly root: number;
+  /** Reads entries as 32-bit halves from the host region the last one came from. */
+  private readonly entry: HostEntryCursor;
+
+  constructor(host: HostMemory, readonly nCr3: bigint, private readonly nxEnabled: boolean) {
+    this.entry = new HostEntryCursor(host);
+    this.root = Number(nCr3 & ADDR);
+    this.rootTag = this.root;
   }
 
-  translate(gpa: bigint, access: number, gla: bigint, glaValid: boolean, exit: GuestExit): number {
-    const g = Number(gpa);
-    let table = Number(this.nCr3 & ADDR);
-    let allow = ACCESS_WRITE | ACCESS_FETCH;
+  translate(gpa: number, access: number, gla: number, glaValid: boolean, exit: GuestExit): number {
+    const g = gpa;
+    // The address as 32-bit halves, for the table indexes (bits 47:39, 38:30, 29:21, 20:12).
+    const gLo = g >>> 0, gHi = Math.floor(g / TWO32);
+    let table = this.root;
+    let allow = A_WRITE | A_FETCH;
     for (let level = 4; level >= 1; level--) {
-      const idx = Math.floor(g / 2 ** (12 + 9 * (level - 1))) % 512;
-      const ea = table + idx * 8;
-      const e = this.host.read64(ea);
-      if (!(e & P)) return this.fault(exit, gpa, access, gla, glaValid, false, level, 0);
-      const leafLarge = level > 1 && level <= 3 && (e & PS) !== 0n;
-      if ((e & RSVD) || (level === 4 && (e & PS)) || (!this.nxEnabled && (e & NX))) {
+      const en = this.entry;
+      en.read(table + indexAt(gLo, gHi, level) * 8);
+      const lo = en.lo, hi = en.hi;
+      if (!(lo & L_P)) return this.fault(exit, gpa, access, gla, glaValid, false, level, 0);
+      const leafLarge = level > 1 && level <= 3 && (lo & L_PS) !== 0;
+      if ((hi & H_RSVD) || (level === 4 && (lo & L_PS)) || (!this.nxEnabled && (hi & H_NX))) {
         return this.fault(exit, gpa, access, gla, glaValid, true, level, allow);
       }
-      if (!(e & US)) allow = 0;
-      if (!(e & RW)) allow &= ~ACCESS_WRITE;
-      if (e & NX) allow &= ~ACCESS_FETCH;
-      const isLeaf = level === 1 || leafLarge;
-      if (isLeaf) {
-        const perms = (e & US ? 1 : 0) | allow;
-        const need = access & (ACCESS_WRITE | ACCESS_FETCH);
-        if (!(e & US) || (need & ~allow)) return this.fault(exit, gpa, access, gla, glaValid, false, level, perms, true);
-        let ne = e | A;
-        if (access & ACCESS_WRITE) ne |= D;
-        if (ne !== e) this.host.write64(ea, ne);
+      if (!(lo & L_US)) allow = 0;
+      if (!(lo & L_RW)) allow &= ~A_WRITE;
+      if (hi & H_NX) allow &= ~A_FETCH;
+      const addr = ((lo & 0xffff_f000) >>> 0) + (hi & H_ADDR) * TWO32;
+      if (level === 1 || leafLarge) {
+        const perms = (lo & L_US ? 1 : 0) | allow;
+        const need = access & (A_WRITE | A_FETCH);
+        if (!(lo & L_US) || (need & ~allow)) return this.fault(exit, gpa, access, gla, glaValid, false, level, perms, true);
+        let ne = lo | L_A;
+        if (access & A_WRITE) ne |= L_D;
+        if ((ne >>> 0) !== lo) en.writeLo(ne);
         if (leafLarge) {
-          const span = 2 ** (12 + 9 * (level - 1));
-          const base = Number(e & ADDR) - (Number(e & ADDR) % span);
-          return base + (g % span) - (g % 4096);
+          const span = level === 2 ? 0x20_0000 : 0x4000_0000;
+          return addr - (addr % span) + (g % span) - (g % 4096);
         }
-        return Number(e & ADDR);
+        return addr;
       }
-      if (!(e & A)) this.host.write64(ea, e | A);
-      table = Number(e & ADDR);
+      if (!(lo & L_A)) en.writeLo(lo | L_A);
+      table = addr;
     }
     return -1;
   }
 
-  private fault(exit: GuestExit, gpa: bigint, access: number, gla: bigint, glaValid: boolean,
+  private fault(exit: GuestExit, gpa: number, access: number, gla: number, glaValid: boolean,
     reserved: boolean, level: number, perms: number, present = false): number {
-    exit.kind = GuestExitKind.TDP_FAULT;
-    exit.gpa = gpa;
-    exit.gla = gla;
+    exit.kind = K_TDP_FAULT;
+    exit.gpa = BigInt(gpa);
+    exit.gla = BigInt.asUintN(64, BigInt(gla));
     exit.glaValid = glaValid;
     exit.access = access;
     exit.tdpPermissions = present || reserved ? perms | 1 : 0;
     exit.reservedBit = reserved;
-    exit.finalTranslation = (access & ACCESS_PAGE_WALK) === 0;
+    exit.finalTranslation = (access & A_PAGE_WALK) === 0;
     exit.level = level;
     return -1;
   }
 }
 
+/** EXITINFO1 bit 32 (a fault on the final guest-physical access) / bit 33 (on a guest page-table access). */
+const NPF_FINAL = 1n << 32n;
+const NPF_WALK = 1n << 33n;
+
 /** Encode a TDP fault (or an unbacked access without NPT) as the #NPF EXITINFO1 error code. */
 export function npfErrorCode(exit: GuestExit): bigint {
-  let ec = 0n;
+  let ec = 0;
   if (exit.kind === GuestExitKind.TDP_FAULT || exit.kind === GuestExitKind.TDP_MISCONFIG) {
-    if (exit.tdpPermissions !== 0 || exit.reservedBit) ec |= BigInt(NPF_EC_P);
-    if (exit.reservedBit || exit.kind === GuestExitKind.TDP_MISCONFIG) ec |= BigInt(NPF_EC_RSVD);
+    if (exit.tdpPermissions !== 0 || exit.reservedBit) ec |= NPF_EC_P;
+    if (exit.reservedBit || exit.kind === GuestExitKind.TDP_MISCONFIG) ec |= NPF_EC_RSVD;
   }
-  if (exit.access & ACCESS_WRITE) ec |= BigInt(NPF_EC_RW);
+  if (exit.access & A_WRITE) ec |= NPF_EC_RW;
   // APM 15.25.5: nested accesses are user accesses.
-  ec |= BigInt(NPF_EC_US);
-  if (exit.access & ACCESS_FETCH) ec |= BigInt(NPF_EC_ID);
-  if (exit.access & ACCESS_PAGE_WALK) ec |= 1n << 33n;
-  else ec |= 1n << 32n;
-  return ec;
+  ec |= NPF_EC_US;
+  if (exit.access & A_FETCH) ec |= NPF_EC_ID;
+  return BigInt(ec) | (exit.access & A_PAGE_WALK ? NPF_WALK : NPF_FINAL);
 }

@@ -47,6 +47,52 @@ export function eventInjIsLegal(eventInj: bigint): boolean {
  * A failure makes VMRUN #VMEXIT immediately with EXITCODE = VMEXIT_INVALID.
  */
 export function vmrunConsistencyCheck(v: Vmcb): VmrunCheckFailure | null {
+  // The common case first, on 32-bit halves (no BigInt per VMRUN): every rule below passes.
+  if (quickCheckPasses(v)) return null;
+  return fullCheck(v);
+}
+
+/** EFER bits, low half (EFER_VALID has nothing above bit 15). */
+const EFER_SVME_LO = Number(EFER_SVME), EFER_LME_LO = Number(EFER_LME), EFER_VALID_LO = Number(EFER_VALID);
+const CR0_PE_LO = Number(CR0_PE), CR0_NW_LO = Number(CR0_NW), CR0_CD_LO = Number(CR0_CD), CR0_PG_LO = Number(CR0_PG) | 0;
+const CR4_PAE_LO = Number(CR4_PAE), CR4_VALID_LO = Number(CR4_VALID);
+/** Bits 47:32 of a physical address below 2^HOST_MAXPHYADDR. */
+const CR3_LONG_HI_MBZ = ~((1 << (HOST_MAXPHYADDR - 32)) - 1);
+
+/**
+ * The rules of vmrunConsistencyCheck evaluated on 32-bit halves: true when all of them pass.
+ * Any doubt (a rule fails) goes to fullCheck, which names the rule.
+ */
+function quickCheckPasses(v: Vmcb): boolean {
+  const eferLo = v.readLo(VMCB_SAVE.EFER), eferHi = v.readHi(VMCB_SAVE.EFER);
+  const cr0Lo = v.readLo(VMCB_SAVE.CR0), cr0Hi = v.readHi(VMCB_SAVE.CR0);
+  const cr3Hi = v.readHi(VMCB_SAVE.CR3);
+  const cr4Lo = v.readLo(VMCB_SAVE.CR4), cr4Hi = v.readHi(VMCB_SAVE.CR4);
+  if (!(eferLo & EFER_SVME_LO) || eferHi !== 0 || (eferLo & ~EFER_VALID_LO) !== 0) return false;
+  if (!(cr0Lo & CR0_CD_LO) && cr0Lo & CR0_NW_LO) return false;
+  if (cr0Hi !== 0) return false;
+  const longMode = (eferLo & EFER_LME_LO) !== 0 && (cr0Lo & CR0_PG_LO) !== 0;
+  if (longMode ? (cr3Hi & CR3_LONG_HI_MBZ) !== 0 : cr3Hi !== 0) return false;
+  if (cr4Hi !== 0 || (cr4Lo & ~CR4_VALID_LO) !== 0) return false;
+  if (v.readHi(VMCB_SAVE.DR6) !== 0 || v.readHi(VMCB_SAVE.DR7) !== 0) return false;
+  if (longMode) {
+    if (!(cr4Lo & CR4_PAE_LO) || !(cr0Lo & CR0_PE_LO)) return false;
+    const csAttr = v.segAttrib(VMCB_SAVE.CS);
+    if ((csAttr >> SVM_SELECTOR_L_SHIFT) & 1 && (csAttr >> SVM_SELECTOR_DB_SHIFT) & 1) return false;
+  }
+  if (!v.testBit32(VMCB_CONTROL.INTERCEPT_MISC2, Intercept2.VMRUN)) return false;
+  // The permission maps must end below 2^HOST_MAXPHYADDR: (base & ~0xfff) + size - 1 < 2^48.
+  const limitHi = 2 ** (HOST_MAXPHYADDR - 32);
+  const iopm = v.readHi(VMCB_CONTROL.IOPM_BASE_PA) * 0x1_0000_0000 + ((v.readLo(VMCB_CONTROL.IOPM_BASE_PA) & ~0xfff) >>> 0);
+  const msrpm = v.readHi(VMCB_CONTROL.MSRPM_BASE_PA) * 0x1_0000_0000 + ((v.readLo(VMCB_CONTROL.MSRPM_BASE_PA) & ~0xfff) >>> 0);
+  if (iopm + IOPM_SIZE - 1 >= limitHi * 0x1_0000_0000 || msrpm + MSRPM_SIZE - 1 >= limitHi * 0x1_0000_0000) return false;
+  const evLo = v.readLo(VMCB_CONTROL.EVENTINJ);
+  if (evLo & SVM_EVTINJ_VALID && !eventInjIsLegal(BigInt(evLo))) return false;
+  return v.read32(VMCB_CONTROL.GUEST_ASID) !== 0;
+}
+
+/** Every rule in APM order, naming the first that fails. */
+function fullCheck(v: Vmcb): VmrunCheckFailure | null {
   const efer = v.read64(VMCB_SAVE.EFER);
   const cr0 = v.read64(VMCB_SAVE.CR0);
   const cr3 = v.read64(VMCB_SAVE.CR3);

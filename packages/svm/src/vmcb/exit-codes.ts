@@ -52,9 +52,21 @@ const NAMES = new Map<number, string>([
 
 /** KVM's name for an exit code ("cpuid", "io", "hypercall", "read_cr4", "UD excp", "write_cr0_trap" …). */
 export function svmExitName(code: number | bigint): string {
+  // The exit path names every exit (vcpu.countExit): codes below 0x1000 come from a table.
+  if (typeof code === 'bigint' ? code >= 0n && code < NAMED_CODES_BIG : code >= 0 && code < NAMED_CODES) {
+    const n = Number(code);
+    return (NAME_OF[n] ??= exitName(n));
+  }
   const c = typeof code === 'bigint' ? code : BigInt(code);
   if (c === SVM_EXIT_ERR_U64 || c === SVM_EXIT_ERR) return 'invalid';
-  const n = Number(c);
+  return exitName(Number(c));
+}
+/** svmExitName's table: codes 0..NAMED_CODES-1, filled on first use. */
+const NAMED_CODES = 0x1000;
+const NAMED_CODES_BIG = BigInt(NAMED_CODES);
+const NAME_OF: (string | undefined)[] = new Array<string | undefined>(NAMED_CODES).fill(undefined);
+
+function exitName(n: number): string {
   const known = NAMES.get(n);
   if (known) return known;
   if (n >= 0x00 && n <= 0x0f) return `read_cr${n}`;

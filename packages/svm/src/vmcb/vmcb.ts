@@ -1,5 +1,30 @@
 import type { HostMemory, KvmSegment, DescPtr } from '@tsvisor/core';
-import { SEG_ATTRIB, SEG_BASE, SEG_LIMIT, SEG_SELECTOR, SegmentField, VMCB_SIZE, VmcbField, FieldWidth, VmcbCleanBit } from './layout';
+import {
+  CLEAN_GROUPS, fieldBytes, SEG_ATTRIB, SEG_BASE, SEG_LIMIT, SEG_SELECTOR, SegmentField, VMCB_SIZE, VmcbField, FieldWidth, VmcbCleanBit,
+} from './layout';
+
+/**
+ * The clean-bit group (APM 15.15.3) of each 4-byte word of the page, -1 for none, and each
+ * group's words. A word shared by a group's field and a field outside it counts as the group's.
+ */
+const GROUP_OF_WORD = new Int8Array(VMCB_SIZE >> 2).fill(-1);
+const GROUP_WORDS: Int32Array[] = [];
+for (let bit = 0; bit < VmcbCleanBit.COUNT; bit++) {
+  const words: number[] = [];
+  for (const fld of CLEAN_GROUPS[bit]) {
+    for (let w = fld.offset >> 2; w < (fld.offset + fieldBytes(fld) + 3) >> 2; w++) {
+      GROUP_OF_WORD[w] = bit;
+      if (!words.includes(w)) words.push(w);
+    }
+  }
+  GROUP_WORDS.push(Int32Array.from(words));
+}
+/** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
+const CONV64 = new BigUint64Array(1);
+const CONV32 = new Uint32Array(CONV64.buffer);
+
+/** Every group marked at once (the processor's own #VMEXIT stores take no snapshot). */
+export const ALL_CLEAN_GROUPS = (1 << VmcbCleanBit.COUNT) - 1;
 
 /**
  * The VMCB: one 4 KiB page of host memory, read and written through a DataView at the
@@ -9,6 +34,24 @@ import { SEG_ATTRIB, SEG_BASE, SEG_LIMIT, SEG_SELECTOR, SegmentField, VMCB_SIZE,
 export class Vmcb {
   readonly view: DataView;
   readonly bytes: Uint8Array;
+  /**
+   * The last 64-bit value read at each 8-byte slot, with the 32-bit halves it was made from:
+   * read64 of an unchanged field returns that bigint instead of building a new one (the halves
+   * are compared with memory each time, so any write to the page, raw or not, is seen).
+   */
+  private readonly cLo = new Int32Array(VMCB_SIZE >> 3);
+  private readonly cHi = new Int32Array(VMCB_SIZE >> 3);
+  private readonly cBig: bigint[] = new Array<bigint>(VMCB_SIZE >> 3).fill(0n);
+  /**
+   * The processor's cached copy of the clean-bit groups (APM 15.15.3), kept copy-on-write: the
+   * first write through this object to a group after #VMEXIT saves the group's words as they
+   * were, and sets its bit in `writtenGroups` (cleared by the next #VMEXIT). A group written
+   * while its clean bit is set is what VMRUN must take from this copy; any other group reads
+   * the same from memory. (A write that bypasses these accessors — raw bytes — is not seen, so
+   * VMRUN uses memory for it, which the APM also allows: the processor *may* use its copy.)
+   */
+  writtenGroups = 0;
+  readonly cachedWords = new Int32Array(VMCB_SIZE >> 2);
 
   /** `bytes`: the 4 KiB page; `pa`: its host-physical address (-1 for a processor-internal copy). */
   constructor(bytes: Uint8Array, readonly pa: number) {
@@ -32,25 +75,81 @@ export class Vmcb {
     return this.view.getUint8(fld.offset);
   }
   write8(fld: VmcbField & { width: 1 }, v: number): void {
+    this.touch(fld.offset);
     this.view.setUint8(fld.offset, v & 0xff);
   }
   read16(fld: VmcbField & { width: 2 }): number {
     return this.view.getUint16(fld.offset, true);
   }
   write16(fld: VmcbField & { width: 2 }, v: number): void {
+    this.touch(fld.offset);
     this.view.setUint16(fld.offset, v & 0xffff, true);
   }
   read32(fld: VmcbField & { width: 4 }): number {
     return this.view.getUint32(fld.offset, true);
   }
   write32(fld: VmcbField & { width: 4 }, v: number): void {
+    this.touch(fld.offset);
     this.view.setUint32(fld.offset, v >>> 0, true);
   }
   read64(fld: VmcbField & { width: 8 }): bigint {
-    return this.view.getBigUint64(fld.offset, true);
+    return this.big(fld.offset);
   }
   write64(fld: VmcbField & { width: 8 }, v: bigint): void {
-    this.view.setBigUint64(fld.offset, BigInt.asUintN(64, v), true);
+    this.putBig(fld.offset, v);
+  }
+  /**
+   * The processor's #VMEXIT store of a 64-bit register: no comparison first (read64 rebuilds
+   * its bigint only if the halves changed); the value is stored modulo 2^64, as write64 does.
+   */
+  store64(fld: VmcbField & { width: 8 }, v: bigint): void {
+    this.touch(fld.offset);
+    CONV64[0] = v;
+    this.view.setUint32(fld.offset, CONV32[0], true);
+    this.view.setUint32(fld.offset + 4, CONV32[1], true);
+  }
+  /** Low / high 32 bits of a 64-bit field (the BigInt-free accessors of the VMRUN/#VMEXIT path). */
+  readLo(fld: VmcbField & { width: 8 }): number {
+    return this.view.getUint32(fld.offset, true);
+  }
+  readHi(fld: VmcbField & { width: 8 }): number {
+    return this.view.getUint32(fld.offset + 4, true);
+  }
+  writeHalves(fld: VmcbField & { width: 8 }, lo: number, hi: number): void {
+    this.touch(fld.offset);
+    this.view.setUint32(fld.offset, lo >>> 0, true);
+    this.view.setUint32(fld.offset + 4, hi >>> 0, true);
+  }
+
+  /** Before a write at `off`: the first write to a clean-bit group since #VMEXIT saves the group's words. */
+  private touch(off: number): void {
+    const g = GROUP_OF_WORD[off >> 2];
+    if (g < 0 || (this.writtenGroups >>> g) & 1) return;
+    this.writtenGroups |= 1 << g;
+    const words = GROUP_WORDS[g];
+    for (let i = 0; i < words.length; i++) this.cachedWords[words[i]] = this.view.getInt32(words[i] << 2, true);
+  }
+
+  /** The 64-bit value at `off`: the cached bigint while memory still holds its halves. */
+  private big(off: number): bigint {
+    const lo = this.view.getInt32(off, true);
+    const hi = this.view.getInt32(off + 4, true);
+    const i = off >> 3;
+    if (lo === this.cLo[i] && hi === this.cHi[i]) return this.cBig[i];
+    const v = this.view.getBigUint64(off, true);
+    this.cLo[i] = lo;
+    this.cHi[i] = hi;
+    this.cBig[i] = v;
+    return v;
+  }
+  /** write64: the value modulo 2^64 (as BigInt.asUintN(64, v)); nothing happens when memory already holds it. */
+  private putBig(off: number, v: bigint): void {
+    CONV64[0] = v;
+    const lo = CONV32[0], hi = CONV32[1];
+    if (this.view.getUint32(off, true) === lo && this.view.getUint32(off + 4, true) === hi) return;
+    this.touch(off);
+    this.view.setUint32(off, lo, true);
+    this.view.setUint32(off + 4, hi, true);
   }
   /** Width-generic read for dumps and tests. */
   readAny(fld: VmcbField): bigint {
@@ -58,7 +157,7 @@ export class Vmcb {
       case 1: return BigInt(this.view.getUint8(fld.offset));
       case 2: return BigInt(this.view.getUint16(fld.offset, true));
       case 4: return BigInt(this.view.getUint32(fld.offset, true));
-      default: return this.view.getBigUint64(fld.offset, true);
+      default: return this.big(fld.offset);
     }
   }
 
@@ -82,16 +181,32 @@ export class Vmcb {
     return this.view.getUint32(seg.offset + SEG_LIMIT, true);
   }
   segBase(seg: SegmentField): bigint {
-    return this.view.getBigUint64(seg.offset + SEG_BASE, true);
+    return this.big(seg.offset + SEG_BASE);
+  }
+  segBaseLo(seg: SegmentField): number {
+    return this.view.getUint32(seg.offset + SEG_BASE, true);
+  }
+  segBaseHi(seg: SegmentField): number {
+    return this.view.getUint32(seg.offset + SEG_BASE + 4, true);
   }
   writeSeg(seg: SegmentField, selector: number, attrib: number, limit: number, base: bigint): void {
+    this.touch(seg.offset);
     this.view.setUint16(seg.offset + SEG_SELECTOR, selector & 0xffff, true);
     this.view.setUint16(seg.offset + SEG_ATTRIB, attrib & 0xfff, true);
     this.view.setUint32(seg.offset + SEG_LIMIT, limit >>> 0, true);
-    this.view.setBigUint64(seg.offset + SEG_BASE, BigInt.asUintN(64, base), true);
+    this.putBig(seg.offset + SEG_BASE, base);
+  }
+  /** writeSeg with the base as 32-bit halves (what #VMEXIT stores from the processor). */
+  writeSegHalves(seg: SegmentField, selector: number, attrib: number, limit: number, baseLo: number, baseHi: number): void {
+    this.touch(seg.offset);
+    this.view.setUint16(seg.offset + SEG_SELECTOR, selector & 0xffff, true);
+    this.view.setUint16(seg.offset + SEG_ATTRIB, attrib & 0xfff, true);
+    this.view.setUint32(seg.offset + SEG_LIMIT, limit >>> 0, true);
+    this.view.setUint32(seg.offset + SEG_BASE, baseLo >>> 0, true);
+    this.view.setUint32(seg.offset + SEG_BASE + 4, baseHi >>> 0, true);
   }
   setSegBase(seg: SegmentField, base: bigint): void {
-    this.view.setBigUint64(seg.offset + SEG_BASE, BigInt.asUintN(64, base), true);
+    this.putBig(seg.offset + SEG_BASE, base);
   }
 
   getDt(seg: SegmentField, out: DescPtr): void {
@@ -99,8 +214,12 @@ export class Vmcb {
     out.address = this.segBase(seg);
   }
   setDt(seg: SegmentField, dt: DescPtr): void {
-    this.view.setUint32(seg.offset + SEG_LIMIT, dt.size >>> 0, true);
-    this.view.setBigUint64(seg.offset + SEG_BASE, BigInt.asUintN(64, dt.address), true);
+    this.setDtParts(seg, dt.size, dt.address);
+  }
+  setDtParts(seg: SegmentField, size: number, address: bigint): void {
+    this.touch(seg.offset);
+    this.view.setUint32(seg.offset + SEG_LIMIT, size >>> 0, true);
+    this.putBig(seg.offset + SEG_BASE, address);
   }
 
   // ---- clean bits (APM 15.15.3)

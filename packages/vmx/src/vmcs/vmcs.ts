@@ -61,7 +61,32 @@ for (const info of VMCS_FIELDS.values()) {
   KIND[info.encoding] = WHIGH;
   if (info.type === VmcsFieldType.EXIT_INFO) READ_ONLY[info.encoding] = 1;
 }
+/**
+ * The processor's exit-information writes (exitWrite32 / exitWriteNum, every VM exit): the slot
+ * of each 32-bit and of each 64-bit/natural-width component, -1 for any other encoding (which
+ * then takes the checked path and throws as before).
+ */
+const SLOT_W32 = new Int16Array(0x8000).fill(-1);
+const SLOT_WIDE = new Int16Array(0x8000).fill(-1);
+for (let enc = 0; enc < 0x8000; enc++) {
+  if (SLOT[enc] < 0) continue;
+  if (KIND[enc] === W32) SLOT_W32[enc] = SLOT[enc];
+  else if (KIND[enc] === W64 || KIND[enc] === WNAT) SLOT_WIDE[enc] = SLOT[enc];
+}
+/**
+ * What a VMWRITE to the component invalidates at the next VM entry: 0 control or host-state
+ * (the entry checks of SDM 27.2 and the guest-mode rules), 1 guest state (the checks of 27.3),
+ * 2 guest state no entry check reads (the VMX-preemption timer value, re-read at every entry).
+ */
+const GROUP = new Uint8Array(0x8000);
+const GROUP_CTL = 0, GROUP_GUEST = 1, GROUP_UNCHECKED = 2;
+for (const info of VMCS_FIELDS.values()) {
+  if (info.type === VmcsFieldType.GUEST) GROUP[info.encoding] = info.encoding === F.VMX_PREEMPTION_TIMER_VALUE ? GROUP_UNCHECKED : GROUP_GUEST;
+}
 const MASK32 = 0xffffffffn;
+/** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
+const CONV64 = new BigUint64Array(1);
+const CONV32 = new Uint32Array(CONV64.buffer);
 const RIP_RSP = [F.GUEST_RIP, F.GUEST_RSP] as const;
 
 /**
@@ -79,11 +104,44 @@ const RIP_RSP = [F.GUEST_RIP, F.GUEST_RSP] as const;
 export class Vmcs {
   private readonly lo = new Uint32Array(slotCount);
   private readonly hi = new Uint32Array(slotCount);
+  /**
+   * The bigint last returned for each slot and the halves it was made from: reading a 64-bit
+   * or natural-width component that has not changed returns that bigint (no BigInt per read).
+   */
+  private readonly cLo = new Uint32Array(slotCount);
+  private readonly cHi = new Uint32Array(slotCount);
+  private readonly cBig: bigint[] = new Array<bigint>(slotCount).fill(0n);
   /** VMCS revision identifier and launch state (SDM 25.2, 25.11.3). */
   revisionId: number;
   launched = false;
-  /** Bumped by every VMWRITE-style write (not by the processor's exit recording): lets VM entry skip re-checking an unchanged VMCS. */
+  /** Bumped by every VMWRITE-style write (not by the processor's exit recording or guest-state saving). */
   generation = 0;
+  /** Bumped by VMWRITEs of control and host-state fields: the control/host checks and the guest-mode rules depend on these. */
+  ctlGeneration = 0;
+  /** Bumped by VMWRITEs of guest-state fields the VM-entry checks read (SDM 27.3). */
+  guestGeneration = 0;
+
+  /**
+   * VM exit bookkeeping (vmenter's storeGuestState): stateGeneration right after the last exit
+   * stored the guest segment registers, the processor state (CpuState) it stored them from and
+   * that state's `segWrites` then. While all three still match, the segment fields hold exactly
+   * what the processor holds.
+   */
+  segSavedGeneration = -1;
+  segSavedWrites = -1;
+  segSavedBy: unknown = null;
+
+  /** Changes whenever a VMWRITE changed anything the VM-entry checks read (sum of two counters that only grow). */
+  get stateGeneration(): number {
+    return this.ctlGeneration + this.guestGeneration;
+  }
+
+  private bump(enc: number): void {
+    this.generation++;
+    const g = enc >= 0 && enc < 0x8000 ? GROUP[enc] : GROUP_CTL;
+    if (g === GROUP_CTL) this.ctlGeneration++;
+    else if (g === GROUP_GUEST) this.guestGeneration++;
+  }
 
   constructor(revisionId: number) {
     this.revisionId = revisionId;
@@ -111,12 +169,19 @@ export class Vmcs {
     return KIND[f] === WHIGH ? this.hi[s] : this.lo[s];
   }
   read64(f: VmcsField<'64'>): bigint {
-    const s = this.slot(f, W64, false);
-    return (BigInt(this.hi[s]) << 32n) | BigInt(this.lo[s]);
+    return this.big(this.slot(f, W64, false));
   }
   readNat(f: VmcsField<'nat'>): bigint {
-    const s = this.slot(f, WNAT, false);
-    return (BigInt(this.hi[s]) << 32n) | BigInt(this.lo[s]);
+    return this.big(this.slot(f, WNAT, false));
+  }
+  private big(s: number): bigint {
+    const lo = this.lo[s], hi = this.hi[s];
+    if (lo === this.cLo[s] && hi === this.cHi[s]) return this.cBig[s];
+    const v = (BigInt(hi) << 32n) | BigInt(lo);
+    this.cLo[s] = lo;
+    this.cHi[s] = hi;
+    this.cBig[s] = v;
+    return v;
   }
   /** A 64-bit or natural-width component as a number (exact below 2^53: addresses, lengths). */
   readNum(f: VmcsField<'64'> | VmcsField<'nat'>): number {
@@ -133,42 +198,44 @@ export class Vmcs {
     return this.hi[this.slot(f, KIND[f] === W64 ? W64 : WNAT, false)];
   }
 
+  // VMWRITEs. A write that leaves the component's value as it was changes nothing the VM-entry
+  // checks or the guest-mode rules read, so it does not bump the generations.
+
   write16(f: VmcsField<'16', 'rw'>, v: number): void {
-    this.generation++;
-    this.lo[this.slot(f, W16, true)] = v & 0xffff;
+    this.store(f, this.slot(f, W16, true), v & 0xffff, -1);
   }
   write32(f: VmcsField<'32', 'rw'>, v: number): void {
-    this.generation++;
     const high = KIND[f] === WHIGH;
     const s = this.slot(f, high ? WHIGH : W32, true);
-    if (high) this.hi[s] = v >>> 0;
-    else this.lo[s] = v >>> 0;
+    if (high) this.store(f, s, -1, v >>> 0);
+    else this.store(f, s, v >>> 0, -1);
   }
   write64(f: VmcsField<'64', 'rw'>, v: bigint): void {
-    this.generation++;
     const s = this.slot(f, W64, true);
-    this.lo[s] = Number(v & MASK32);
-    this.hi[s] = Number((v >> 32n) & MASK32);
+    CONV64[0] = v;
+    this.store(f, s, CONV32[0], CONV32[1]);
   }
   writeNat(f: VmcsField<'nat', 'rw'>, v: bigint): void {
-    this.generation++;
     const s = this.slot(f, WNAT, true);
-    this.lo[s] = Number(v & MASK32);
-    this.hi[s] = Number((v >> 32n) & MASK32);
+    CONV64[0] = v;
+    this.store(f, s, CONV32[0], CONV32[1]);
   }
   /** A 64-bit or natural-width component from a non-negative number below 2^53. */
   writeNum(f: VmcsField<'64', 'rw'> | VmcsField<'nat', 'rw'>, v: number): void {
-    this.generation++;
     const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, true);
-    this.lo[s] = v >>> 0;
-    this.hi[s] = Math.floor(v / 0x1_0000_0000) >>> 0;
+    this.store(f, s, v >>> 0, Math.floor(v / 0x1_0000_0000) >>> 0);
   }
   /** Set the halves directly (the hot path's form for 64-bit guest state). */
   writeHalves(f: VmcsField<'64', 'rw'> | VmcsField<'nat', 'rw'>, lo: number, hi: number): void {
-    this.generation++;
     const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, true);
-    this.lo[s] = lo >>> 0;
-    this.hi[s] = hi >>> 0;
+    this.store(f, s, lo >>> 0, hi >>> 0);
+  }
+  /** Store halves (-1: that half is not part of the component) and bump the generations if the value changed. */
+  private store(enc: number, s: number, lo: number, hi: number): void {
+    if ((lo < 0 || this.lo[s] === lo) && (hi < 0 || this.hi[s] === hi)) return;
+    this.bump(enc);
+    if (lo >= 0) this.lo[s] = lo;
+    if (hi >= 0) this.hi[s] = hi;
   }
   /**
    * GUEST_RSP/GUEST_RIP from the register cache: a write that does not bump `generation`
@@ -185,14 +252,53 @@ export class Vmcs {
     out[i + 1] = this.hi[s];
   }
 
+  // ---- the processor saving guest state at VM exit (SDM 28.3): not VMWRITE, so `generation` stays.
+  // State the exit itself stored is what the processor held, valid by construction; only fields
+  // written by VMWRITE since the last entry need the VM-entry checks again.
+
+  /**
+   * Storage slot of a writable component (resolved once per field at module load, so the exit
+   * path's saveSlot/loadSlot need no per-access encoding checks).
+   */
+  static slotOf(f: VmcsField<VmcsWidth, 'rw'>): number {
+    const s = f >= 0 && f < 0x8000 ? SLOT[f] : -1;
+    if (s < 0 || KIND[f] === WHIGH || READ_ONLY[f]) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, f, 'not a full writable component');
+    return s;
+  }
+  /** Save a 16/32-bit component (or only the low half of a wider one) by slot. */
+  saveSlot(slot: number, lo: number): void {
+    this.lo[slot] = lo >>> 0;
+  }
+  saveSlotHalves(slot: number, lo: number, hi: number): void {
+    this.lo[slot] = lo >>> 0;
+    this.hi[slot] = hi >>> 0;
+  }
+  saveSlotBig(slot: number, v: bigint): void {
+    this.lo[slot] = Number(v & MASK32);
+    this.hi[slot] = Number((v >> 32n) & MASK32);
+  }
+  /** A 32-bit component by slot as a signed int32 (stays a small integer: no boxed number for values ≥ 2^31). */
+  loadSlotInt(slot: number): number {
+    return this.lo[slot] | 0;
+  }
+  loadSlot(slot: number): number {
+    return this.lo[slot];
+  }
+  loadSlotHigh(slot: number): number {
+    return this.hi[slot];
+  }
+
   // ---- the processor recording VM-exit information (SDM 28.2): not VMWRITE, so read-only fields are writable
 
   exitWrite32(f: VmcsField<'32', 'ro'>, v: number): void {
-    this.lo[this.slot(f, W32, false)] = v >>> 0;
+    let s = f >= 0 && f < 0x8000 ? SLOT_W32[f] : -1;
+    if (s < 0) s = this.slot(f, W32, false);
+    this.lo[s] = v >>> 0;
   }
   /** Exit information from a number below 2^53 (the common case: no BigInt on the exit path). */
   exitWriteNum(f: VmcsField<'nat', 'ro'> | VmcsField<'64', 'ro'>, v: number): void {
-    const s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, false);
+    let s = f >= 0 && f < 0x8000 ? SLOT_WIDE[f] : -1;
+    if (s < 0) s = this.slot(f, KIND[f] === W64 ? W64 : WNAT, false);
     this.lo[s] = v >>> 0;
     this.hi[s] = Math.floor(v / 0x1_0000_0000) >>> 0;
   }
@@ -218,7 +324,7 @@ export class Vmcs {
 
   /** VMWRITE: truncates the operand to the component's width; 12 unsupported, 13 read-only. */
   vmwrite(enc: number, value: bigint): void {
-    this.generation++;
+    this.bump(enc);
     const s = enc >= 0 && enc < 0x8000 ? SLOT[enc] : -1;
     if (s < 0) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, enc, 'no such component');
     if (READ_ONLY[enc]) throw new VmcsAccessError(VmInstructionError.VMWRITE_READ_ONLY_COMPONENT, enc, 'VM-exit information fields are read-only');
