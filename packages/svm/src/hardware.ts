@@ -100,6 +100,9 @@ const CA = CrAccessType;
 const CHECKED_GROUPS = (1 << VmcbCleanBit.I) | (1 << VmcbCleanBit.IOPM) | (1 << VmcbCleanBit.ASID) |
   (1 << VmcbCleanBit.CRX) | (1 << VmcbCleanBit.DRX) | (1 << VmcbCleanBit.SEG);
 
+/** Groups I (intercept vectors) and IOPM (IOPM/MSRPM base addresses): the permission maps' inputs. */
+const I_IOPM_GROUPS = (1 << VmcbCleanBit.I) | (1 << VmcbCleanBit.IOPM);
+
 /** CR8 values as bigints (V_TPR is 4 bits): no BigInt built per VMRUN. */
 const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigInt(i));
 
@@ -199,6 +202,21 @@ export class SvmHardware {
   /** The misc intercept words rules.insn was last derived from (NaN: never). */
   private readonly insnFrom = [NaN, NaN, NaN];
   private msrpmCache: Msrpm | null = null;
+  /**
+   * The segment-store skip. After #VMEXIT: the VMCB's `segStores` and the processor's
+   * `segWrites` right after the stores (-1: the segment fields were not stored from the
+   * processor). After VMRUN's load: the same pair, when the processor's eight segment
+   * registers then equal the VMCB's segment fields in memory (-1 otherwise).
+   */
+  private segExitStores = -1;
+  private segExitWrites = -1;
+  private segEntryStores = -1;
+  private segEntryWrites = -1;
+  /** The VMCB object the entry counts are of. */
+  private segVmcb: Vmcb | null = null;
+  /** The VMCB the last #VMEXIT stored into, and its `msrStores` right after. */
+  private exitVmcb: Vmcb | null = null;
+  private msrExitStores = -1;
   private walker: NptWalker | null = null;
   /** Flushes performed because of TLB_CONTROL (for tests and statistics). */
   tlbControlFlushes = 0;
@@ -267,7 +285,26 @@ export class SvmHardware {
       return { failure, kind: GuestExitKind.NONE };
     }
     this.tlbControl(eff);
-    this.loadGuestState(eff, held);
+    // The segment fields still hold what the last #VMEXIT stored (no write to them through the
+    // Vmcb accessors since; a raw rewrite of the page goes with invalidateCache) and the
+    // processor has loaded no segment register and run nothing outside this guest since
+    // (segWrites, stateEpoch): the processor already holds the eight segment registers.
+    const s = this.cpu.state;
+    const stored = this.cachePa === vmcb.pa && this.exitVmcb === vmcb && this.cpu.stateEpoch === this.heldEpoch;
+    const segsHeld = stored && vmcb.segStores === this.segExitStores && s.segWrites === this.segExitWrites;
+    // Likewise STAR…SYSENTER_EIP (no clean bit: VMLOAD state): the processor still holds what
+    // the last #VMEXIT stored when no accessor wrote those slots since and it ran nothing else.
+    const msrsHeld = stored && vmcb.msrStores === this.msrExitStores;
+    this.loadGuestState(eff, held, segsHeld, msrsHeld);
+    // The processor's segment registers now equal the VMCB's fields in memory, unless the
+    // processor took ES/CS/SS/DS from its copy of a SEG group written while marked clean.
+    if (eff === vmcb || !((vmcb.read32(VMCB_CONTROL.VMCB_CLEAN) & vmcb.writtenGroups) >>> VmcbCleanBit.SEG & 1)) {
+      this.segEntryStores = vmcb.segStores;
+      this.segEntryWrites = s.segWrites;
+      this.segVmcb = vmcb;
+    } else {
+      this.segEntryStores = -1;
+    }
     this.buildRules(eff, held);
     this.injectEvent(eff);
     // (The cache is refreshed at #VMEXIT, which always follows: it then holds the VMCB as stored.)
@@ -331,20 +368,23 @@ export class SvmHardware {
   }
 
   /** Load the processor from the save area (APM 15.5.2 "VMRUN … loads guest state"). */
-  loadGuestState(eff: Vmcb, held = 0): void {
+  loadGuestState(eff: Vmcb, held = 0, segsHeld = false, msrsHeld = false): void {
     const s = this.cpu.state;
-    // ES, CS, SS, DS and CPL are the SEG group: still in the processor when held.
+    // ES, CS, SS, DS and CPL are the SEG group: still in the processor when held. `segsHeld`:
+    // all eight segment registers are (vmrun), so they are neither loaded nor counted as loaded.
     const segHeld = (held >>> VmcbCleanBit.SEG) & 1;
-    for (let i = 0; i < 8; i++) {
-      if (segHeld && i < 4) continue;
-      const fld = SREG_FIELDS[i];
-      s.segSel[i] = eff.segSelector(fld);
-      s.segBaseLo[i] = eff.segBaseLo(fld) | 0;
-      s.segBaseHi[i] = eff.segBaseHi(fld) | 0;
-      s.segLimit[i] = eff.segLimit(fld);
-      s.segAttr[i] = attribToCpu(eff.segAttrib(fld));
+    if (!segsHeld) {
+      for (let i = 0; i < 8; i++) {
+        if (segHeld && i < 4) continue;
+        const fld = SREG_FIELDS[i];
+        s.segSel[i] = eff.segSelector(fld);
+        s.segBaseLo[i] = eff.segBaseLo(fld) | 0;
+        s.segBaseHi[i] = eff.segBaseHi(fld) | 0;
+        s.segLimit[i] = eff.segLimit(fld);
+        s.segAttr[i] = attribToCpu(eff.segAttrib(fld));
+      }
+      s.segWrites++;
     }
-    s.segWrites++;
     if (!((held >>> VmcbCleanBit.DT) & 1)) {
       s.gdtrBase = eff.segBase(VMCB_SAVE.GDTR);
       s.gdtrLimit = eff.segLimit(VMCB_SAVE.GDTR) & 0xffff;
@@ -372,14 +412,16 @@ export class SvmHardware {
     s.gprHi[4] = eff.readHi(VMCB_SAVE.RSP) | 0;
     s.gprLo[0] = eff.readLo(VMCB_SAVE.RAX) | 0;
     s.gprHi[0] = eff.readHi(VMCB_SAVE.RAX) | 0;
-    s.star = eff.read64(VMCB_SAVE.STAR);
-    s.lstar = eff.read64(VMCB_SAVE.LSTAR);
-    s.cstar = eff.read64(VMCB_SAVE.CSTAR);
-    s.sfmask = eff.read64(VMCB_SAVE.SFMASK);
-    s.kernelGsBase = eff.read64(VMCB_SAVE.KERNEL_GS_BASE);
-    s.sysenterCs = eff.read64(VMCB_SAVE.SYSENTER_CS);
-    s.sysenterEsp = eff.read64(VMCB_SAVE.SYSENTER_ESP);
-    s.sysenterEip = eff.read64(VMCB_SAVE.SYSENTER_EIP);
+    if (!msrsHeld) {
+      s.star = eff.read64(VMCB_SAVE.STAR);
+      s.lstar = eff.read64(VMCB_SAVE.LSTAR);
+      s.cstar = eff.read64(VMCB_SAVE.CSTAR);
+      s.sfmask = eff.read64(VMCB_SAVE.SFMASK);
+      s.kernelGsBase = eff.read64(VMCB_SAVE.KERNEL_GS_BASE);
+      s.sysenterCs = eff.read64(VMCB_SAVE.SYSENTER_CS);
+      s.sysenterEsp = eff.read64(VMCB_SAVE.SYSENTER_ESP);
+      s.sysenterEip = eff.read64(VMCB_SAVE.SYSENTER_EIP);
+    }
     if (!((held >>> VmcbCleanBit.LBR) & 1)) s.debugctl = eff.read64(VMCB_SAVE.DBGCTL);
     const np = (eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0;
     // APM 15.25.8: with nested paging the guest's PAT is G_PAT.
@@ -412,15 +454,18 @@ export class SvmHardware {
         r.insn[insn] = (w >>> bit) & 1;
       }
     }
-    const iopmPa = eff.readHi(VMCB_CONTROL.IOPM_BASE_PA) * 0x1_0000_0000 + ((eff.readLo(VMCB_CONTROL.IOPM_BASE_PA) & ~0xfff) >>> 0);
-    const msrpmPa = eff.readHi(VMCB_CONTROL.MSRPM_BASE_PA) * 0x1_0000_0000 + ((eff.readLo(VMCB_CONTROL.MSRPM_BASE_PA) & ~0xfff) >>> 0);
-    if (r.misc1 & (1 << Intercept1.IOIO_PROT)) {
-      if (!this.iopmCache || this.iopmCache.pa !== iopmPa) this.iopmCache = new Iopm(this.host, iopmPa);
-      r.iopm = this.iopmCache;
-    }
-    if (r.misc1 & (1 << Intercept1.MSR_PROT)) {
-      if (!this.msrpmCache || this.msrpmCache.pa !== msrpmPa) this.msrpmCache = new Msrpm(this.host, msrpmPa);
-      r.msrpm = this.msrpmCache;
+    // The permission maps: what the previous VMRUN (of this VMCB) chose while groups I and IOPM are held.
+    if ((held & I_IOPM_GROUPS) !== I_IOPM_GROUPS) {
+      const iopmPa = eff.readHi(VMCB_CONTROL.IOPM_BASE_PA) * 0x1_0000_0000 + ((eff.readLo(VMCB_CONTROL.IOPM_BASE_PA) & ~0xfff) >>> 0);
+      const msrpmPa = eff.readHi(VMCB_CONTROL.MSRPM_BASE_PA) * 0x1_0000_0000 + ((eff.readLo(VMCB_CONTROL.MSRPM_BASE_PA) & ~0xfff) >>> 0);
+      if (r.misc1 & (1 << Intercept1.IOIO_PROT)) {
+        if (!this.iopmCache || this.iopmCache.pa !== iopmPa) this.iopmCache = new Iopm(this.host, iopmPa);
+        r.iopm = this.iopmCache;
+      }
+      if (r.misc1 & (1 << Intercept1.MSR_PROT)) {
+        if (!this.msrpmCache || this.msrpmCache.pa !== msrpmPa) this.msrpmCache = new Msrpm(this.host, msrpmPa);
+        r.msrpm = this.msrpmCache;
+      }
     }
     const vIrq = (eff.read32(VMCB_CONTROL.INT_CTL) & V_IRQ_MASK) !== 0;
     r.irqWindowExiting = vIrq && ((r.misc1 >>> Intercept1.VINTR) & 1) === 1;
@@ -439,13 +484,16 @@ export class SvmHardware {
       r.apicPage = null;
       r.cr8 = null;
     }
-    r.tlbTag = eff.read32(VMCB_CONTROL.GUEST_ASID);
-    if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) {
-      const ncr3 = eff.read64(VMCB_CONTROL.N_CR3);
-      if (!this.walker || this.walker.nCr3 !== ncr3) this.walker = new NptWalker(this.host, ncr3, true);
-      r.tdp = this.walker;
-    } else {
-      r.tdp = null;
+    // The ASID and the nested-paging walker: as the previous VMRUN set them while ASID and NP are held.
+    if (!((held >>> VmcbCleanBit.ASID) & 1)) r.tlbTag = eff.read32(VMCB_CONTROL.GUEST_ASID);
+    if (!((held >>> VmcbCleanBit.NP) & 1)) {
+      if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) {
+        const ncr3 = eff.read64(VMCB_CONTROL.N_CR3);
+        if (!this.walker || this.walker.nCr3 !== ncr3) this.walker = new NptWalker(this.host, ncr3, true);
+        r.tdp = this.walker;
+      } else {
+        r.tdp = null;
+      }
     }
   }
 
@@ -483,8 +531,13 @@ export class SvmHardware {
     const s = this.cpu.state;
     // The processor's own stores: no copy-on-write snapshot (its cache is memory after them).
     vmcb.writtenGroups = ALL_CLEAN_GROUPS;
-    for (let i = 0; i < 8; i++) {
-      vmcb.writeSegHalves(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], s.segBaseLo[i], s.segBaseHi[i]);
+    // APM 15.6 stores ES…LDTR at every #VMEXIT. When the fields held the processor's segment
+    // registers at VMRUN and neither side changed since (no accessor write to the fields, no
+    // segment load in the processor: CpuState.segWrites), that store writes what they hold.
+    if (vmcb.segStores !== this.segEntryStores || this.segVmcb !== vmcb || s.segWrites !== this.segEntryWrites) {
+      for (let i = 0; i < 8; i++) {
+        vmcb.writeSegHalves(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], s.segBaseLo[i], s.segBaseHi[i]);
+      }
     }
     vmcb.setDtParts(VMCB_SAVE.GDTR, s.gdtrLimit, s.gdtrBase);
     vmcb.setDtParts(VMCB_SAVE.IDTR, s.idtrLimit, s.idtrBase);
@@ -521,6 +574,10 @@ export class SvmHardware {
     vmcb.writtenGroups = 0;
     this.cachePa = vmcb.pa;
     this.heldEpoch = this.cpu.stateEpoch;
+    this.segExitStores = vmcb.segStores;
+    this.segExitWrites = s.segWrites;
+    this.exitVmcb = vmcb;
+    this.msrExitStores = vmcb.msrStores;
   }
 
   /** EXITCODE, EXITINFO1/2, EXITINTINFO, nRIP and guest instruction bytes for one neutral exit. */

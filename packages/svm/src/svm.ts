@@ -554,7 +554,11 @@ export class SvmBackend implements X86Ops {
       a.regsDirty = 0;
       a.cr2 = v.read64(VMCB_SAVE.CR2);
       // sync_cr8_to_lapic
-      if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) a.cr8 = CR8_VALUES[v.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK];
+      if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) {
+        const cr8 = CR8_VALUES[v.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK];
+        // kvm_set_cr8 → kvm_lapic_set_tpr: the in-kernel APIC's TPR follows at once.
+        if (cr8 !== a.cr8) { a.cr8 = cr8; vcpu.kvm.irqchip?.lapic(vcpu)?.syncCr8(); }
+      }
       // A processor bug surfaces as an internal error at handleExit, never as a guest-visible event.
       svm.hostError = cpu.hostError;
       cpu.hostError = null;

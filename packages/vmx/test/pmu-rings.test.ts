@@ -13,8 +13,13 @@ import { VMX } from './helpers';
 
 const K_LOOP = 300;
 const U_LOOP = 170;
-/** CPL 0 between the two OUTs: MOV, 2×K_LOOP (DEC, JNZ), MOV, MOV, SYSEXIT. */
-const OS_INSNS = 1 + 2 * K_LOOP + 3;
+/**
+ * CPL 0 between the two OUTs: the first OUT itself — it exits to userspace (which programs the
+ * counters) and KVM completes it on the next KVM_RUN (complete_fast_pio_out →
+ * kvm_skip_emulated_instruction, which counts it as retired) — then MOV, 2×K_LOOP (DEC, JNZ),
+ * MOV, MOV, SYSEXIT. The second OUT is completed only by the KVM_RUN after the checks.
+ */
+const OS_INSNS = 1 + 1 + 2 * K_LOOP + 3;
 /** CPL 3: MOV, 2×U_LOOP, SYSENTER. */
 const USR_INSNS = 1 + 2 * U_LOOP + 1;
 

@@ -616,6 +616,8 @@ export class X86Cpu {
   // registers (CR0, CR3, CR4, EFER, DR7, DR0-3) are kept as 32-bit halves in kBig and compared
   // through a typed-array conversion: a BigInt comparison is a runtime call, this is not.
   private kCpl = -1; private kTag = -1;
+  /** CpuState.segWrites when the segment inputs below were last seen equal to the state's (-1: never). */
+  private kSegWrites = -1;
   private readonly kBig = new Uint32Array(18);
   private readonly kSegBase = new Int32Array(8);
   private readonly kSegLimit = new Uint32Array(8);
@@ -635,8 +637,13 @@ export class X86Cpu {
   private modeInputsChanged(): boolean {
     const s = this.state;
     if (this.kTag !== this.rules.tlbTag || s.cpl !== this.kCpl) return true;
-    for (let i = 0; i < 8; i++) {
-      if (s.segBaseLo[i] !== this.kSegBase[i] || s.segLimit[i] !== this.kSegLimit[i] || s.segAttr[i] !== this.kSegAttr[i]) return true;
+    // Every write to the segment registers bumps segWrites (setSegment, segUpdate, reset, the
+    // backends' loads, SIPI): unchanged, the eight segments are as last compared.
+    if (s.segWrites !== this.kSegWrites) {
+      for (let i = 0; i < 8; i++) {
+        if (s.segBaseLo[i] !== this.kSegBase[i] || s.segLimit[i] !== this.kSegLimit[i] || s.segAttr[i] !== this.kSegAttr[i]) return true;
+      }
+      this.kSegWrites = s.segWrites;
     }
     this.modeBigInputs();
     const k = this.kBig, c = this.conv32;
@@ -651,6 +658,7 @@ export class X86Cpu {
     for (let i = 0; i < 8; i++) {
       this.kSegBase[i] = s.segBaseLo[i]; this.kSegLimit[i] = s.segLimit[i]; this.kSegAttr[i] = s.segAttr[i];
     }
+    this.kSegWrites = s.segWrites;
     this.modeBigInputs();
     this.kBig.set(this.conv32);
   }
@@ -733,6 +741,21 @@ export class X86Cpu {
       if ((this.bits === 64 ? this.dbgAddr64[n] : this.dbgAddr32[n]) === lin) hit |= 1 << n;
     }
     return hit;
+  }
+
+  /**
+   * An instruction the hypervisor completed for the guest after its exit (KVM's
+   * kvm_skip_emulated_instruction → kvm_pmu_instruction_retired: CPUID, RDMSR/WRMSR, I/O, …)
+   * retires like any other: it counts in the retired-instruction count (the PMU, the virtual
+   * clock) and, with no host time source, in the TSC. Called outside runGuest.
+   */
+  retireSkipped(): void {
+    const s = this.state;
+    s.instructionsRetired++;
+    if (this.tscSource === null) {
+      s.addTsc(1);
+      this.tscBase = s.tscNumber;
+    }
   }
 
   /** internal: store the hot fields back into `state` (VM exit). */
@@ -882,6 +905,7 @@ export class X86Cpu {
       // Start at vector:0000 in real mode (SDM 10.4.4.1): CS = vector << 8, base vector << 12, IP 0.
       this.syncOut();
       s.segSel[CS] = this.sipiVector << 8; s.segBaseLo[CS] = this.sipiVector << 12; s.segBaseHi[CS] = 0;
+      s.segWrites++;
       s.ripLo = 0; s.ripHi = 0;
       s.activity = 0;
       this.syncIn();

@@ -254,9 +254,9 @@ export class KvmClock {
     return fired;
   }
 
-  /** KVM_RUN starts: its instruction budget (vcpu.runBudget) counts from here. */
-  beginRun(vcpu: KvmVcpu): void {
-    this.vcpuTime(vcpu).runEnd = vcpu.cpu.state.instructionsRetired + vcpu.runBudget;
+  /** KVM_RUN starts: its instruction budget (vcpu.runBudget) counts from `start` (the retired count when it began). */
+  beginRun(vcpu: KvmVcpu, start = vcpu.cpu.state.instructionsRetired): void {
+    this.vcpuTime(vcpu).runEnd = start + vcpu.runBudget;
   }
 
   /**

@@ -9,6 +9,7 @@ import { KvmExitReason, KvmInternalError } from './run';
 import { KvmMpState, KvmReq, KvmVcpu } from './vcpu';
 import type { Kvm } from './kvm';
 import { KvmWaitResult } from '../irqchip/irq-source';
+import { APIC_TASKPRI } from '../irqchip/apic-regs';
 
 const X86_EFLAGS_IF = 1n << 9n;
 /** In-kernel exits one KVM_RUN may handle before returning KVM_EXIT_INTR (bounds a livelock). */
@@ -116,6 +117,7 @@ export function kvmSkipEmulatedInstruction(vcpu: KvmVcpu): number {
   const ops = vcpu.kvm.ops;
   const rflags = ops.getRflags(vcpu);
   const r = ops.skipEmulatedInstruction(vcpu);
+  if (r) vcpu.cpu.retireSkipped();
   // RFLAGS.TF tested without a BigInt operation (any RFLAGS below 2^53 converts exactly).
   const tf = rflags < TWO53 ? (Number(rflags) & 0x100) !== 0 : (rflags & X86_EFLAGS_TF) !== 0n;
   if (r && tf) {
@@ -205,6 +207,7 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
     injectPendingEvent(vcpu);
     if (vcpu.arch.nmiPending) ops.enableNmiWindow(vcpu);
     if (kvmCpuHasInjectableIntr(vcpu) || reqIntWin) ops.enableIrqWindow(vcpu);
+    updateCr8Intercept(vcpu);
   }
   ops.prepareGuestSwitch(vcpu);
   if (kvm.tracing('kvm_entry')) kvm.trace('kvm_entry', vcpu, () => `vcpu ${vcpu.vcpuId}`);
@@ -217,6 +220,21 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
   // only an event wakes it. Wait as vcpu_block would instead of re-entering a sleeping CPU.
   if (r > 0 && vcpu.cpu.state.activity === 1) return haltedInGuestMode(vcpu);
   return r;
+}
+
+/**
+ * update_cr8_intercept: with the local APIC in the kernel and enabled, tell the vendor the TPR
+ * class (CR8) and the highest pending IRR class, so that a CR8 write that could unmask a
+ * pending interrupt is seen — SVM intercepts CR8 writes only then (otherwise they land in
+ * V_TPR), VMX sets the TPR threshold for its TPR shadow.
+ */
+function updateCr8Intercept(vcpu: KvmVcpu): void {
+  const kvm = vcpu.kvm;
+  if (!kvm.has('updateCr8Intercept')) return;
+  const apic = kvm.irqchip?.lapic(vcpu);
+  if (apic === undefined || !apic.enabled) return;
+  const irr = apic.highestIrr();
+  kvm.ops.updateCr8Intercept!(vcpu, apic.getReg(APIC_TASKPRI) >> 4, irr === -1 ? -1 : irr >> 4);
 }
 
 function haltedInGuestMode(vcpu: KvmVcpu): number {
@@ -278,17 +296,19 @@ export function vcpuRun(vcpu: KvmVcpu) {
   kvm.currentVcpu = vcpu;
   try {
     let r = 1;
+    // The instruction userspace completed (an IN/OUT, an MMIO access) retires now and counts
+    // against this KVM_RUN's budget.
+    const start = vcpu.cpu.state.instructionsRetired;
     if (vcpu.arch.completeUserspaceIo) {
       const cui = vcpu.arch.completeUserspaceIo;
       vcpu.arch.completeUserspaceIo = null;
       r = cui(vcpu);
     }
-    if (r > 0 && run.immediateExit) {
+    if (r > 0 && (run.immediateExit || vcpu.cpu.state.instructionsRetired - start >= vcpu.runBudget)) {
       run.exitReason = KvmExitReason.KVM_EXIT_INTR;
       r = 0;
     }
-    const start = vcpu.cpu.state.instructionsRetired;
-    kvm.clock.beginRun(vcpu);
+    kvm.clock.beginRun(vcpu, start);
     let iterations = 0;
     while (r > 0) {
       // kvm_apic_accept_events (INIT/SIPI), then timers that are due (instruction-boundary granularity).

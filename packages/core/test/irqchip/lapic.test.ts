@@ -208,7 +208,7 @@ describe('IPIs through the ICR', () => {
     expect(cs.selector).toBe(0x9a00);
     expect(cs.base).toBe(0x9a000n);
     expect(ap.rip).toBe(0n);
-    expect(ap.cpu.state.instructionsRetired).toBe(10);
+    expect(ap.cpu.state.instructionsRetired).toBe(11); // 10 instructions and the HLT KVM completed
     expect(r.exitReason).toBe(KvmExitReason.KVM_EXIT_INTR); // halted; the BSP can still run
     // A second SIPI without INIT is ignored; INIT to the halted AP parks it again.
     apicWrite(bsp, ICR, icr(0x10, 6));

@@ -1,6 +1,6 @@
 import type { HostMemory, KvmSegment, DescPtr } from '@tsvisor/core';
 import {
-  CLEAN_GROUPS, fieldBytes, SEG_ATTRIB, SEG_BASE, SEG_LIMIT, SEG_SELECTOR, SegmentField, VMCB_SIZE, VmcbField, FieldWidth, VmcbCleanBit,
+  CLEAN_GROUPS, fieldBytes, SEG_ATTRIB, SEG_BASE, SEG_LIMIT, SEG_SELECTOR, SegmentField, VMCB_SAVE, VMCB_SIZE, VmcbField, FieldWidth, VmcbCleanBit,
 } from './layout';
 
 /**
@@ -19,6 +19,12 @@ for (let bit = 0; bit < VmcbCleanBit.COUNT; bit++) {
   }
   GROUP_WORDS.push(Int32Array.from(words));
 }
+/** The save area's segment and descriptor-table slots (APM Table B-2: ES at 0x400 … TR ending at 0x4a0). */
+const SEG_SLOTS_START = VMCB_SAVE.ES.offset;
+const SEG_SLOTS_END = VMCB_SAVE.TR.offset + 16;
+/** The save area's STAR, LSTAR, CSTAR, SFMASK, KernelGSBase and SYSENTER_CS/ESP/EIP slots (0x600–0x63f). */
+const MSR_SLOTS_START = VMCB_SAVE.STAR.offset;
+const MSR_SLOTS_END = VMCB_SAVE.SYSENTER_EIP.offset + 8;
 /** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
 const CONV64 = new BigUint64Array(1);
 const CONV32 = new Uint32Array(CONV64.buffer);
@@ -52,6 +58,15 @@ export class Vmcb {
    */
   writtenGroups = 0;
   readonly cachedWords = new Int32Array(VMCB_SIZE >> 2);
+  /**
+   * Writes through these accessors to the save area's segment slots (ES…TR, GDTR/IDTR included,
+   * offsets 0x400–0x49f), whoever makes them: the backend, userspace through it, or #VMEXIT.
+   * The emulated hardware compares it with the value after its last #VMEXIT to know that the
+   * segment fields still hold what it stored (hardware.ts, segment store/load skip).
+   */
+  segStores = 0;
+  /** The same for the VMLOAD/VMSAVE MSR slots STAR…SYSENTER_EIP (offsets 0x600–0x63f). */
+  msrStores = 0;
 
   /** `bytes`: the 4 KiB page; `pa`: its host-physical address (-1 for a processor-internal copy). */
   constructor(bytes: Uint8Array, readonly pa: number) {
@@ -123,6 +138,8 @@ export class Vmcb {
 
   /** Before a write at `off`: the first write to a clean-bit group since #VMEXIT saves the group's words. */
   private touch(off: number): void {
+    if (off >= SEG_SLOTS_START && off < SEG_SLOTS_END) this.segStores++;
+    else if (off >= MSR_SLOTS_START && off < MSR_SLOTS_END) this.msrStores++;
     const g = GROUP_OF_WORD[off >> 2];
     if (g < 0 || (this.writtenGroups >>> g) & 1) return;
     this.writtenGroups |= 1 << g;
