@@ -7,8 +7,9 @@
  * itself through set_segment) writes into the VMCB between two runs, is lost.
  */
 import { KvmExitReason, KvmSegment, KvmVcpu, VcpuSreg } from '@tsvisor/core';
-import { SvmBackend, svmOf, VMCB_SAVE } from '@tsvisor/svm';
-import { Assembler, BENCH_RESULT_PORT, bootGuest, buildLongModeGuest, eax, runUntilStop } from '@tsvisor/testkit';
+import { svmOf, VMCB_SAVE } from '@tsvisor/svm';
+import { Assembler, BENCH_RESULT_PORT, buildLongModeGuest, eax } from '@tsvisor/testkit';
+import { runWithCpuidHooks } from './helpers';
 
 /** Port the guest reports FS's selector on (an exit to userspace). */
 const FS_PORT = BENCH_RESULT_PORT;
@@ -33,16 +34,8 @@ function run(atExit: (vcpu: KvmVcpu, n: number) => void, atReport: (vcpu: KvmVcp
     reportFs(a);
     a.cli().hlt();
   });
-  const { vcpu } = bootGuest(SvmBackend, guest);
-  let exits = 0;
-  vcpu.kvm.setTrace(new Set(['kvm_exit']), (_name, _id, msg) => {
-    if (String(msg).startsWith('reason cpuid ')) atExit(vcpu, ++exits);
-  });
-  const reports: number[] = [];
-  const out = runUntilStop(vcpu, {
-    ports: { [FS_PORT]: { out: (_p, _s, v) => { reports.push(v & 0xffff); atReport(vcpu, reports.length); } } },
-  });
-  return { vcpu, out, reports };
+  const r = runWithCpuidHooks(guest, atExit, atReport);
+  return { ...r, reports: r.reports.map((v) => v & 0xffff) };
 }
 
 const fsSelector = (vcpu: KvmVcpu) => svmOf(vcpu).vmcb.segSelector(VMCB_SAVE.FS);

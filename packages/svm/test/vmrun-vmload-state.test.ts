@@ -6,8 +6,8 @@
  * KVM itself through set_msr at an exit) must still be what the guest runs with.
  */
 import { KvmExitReason, KvmVcpu, MSR } from '@tsvisor/core';
-import { SvmBackend } from '@tsvisor/svm';
-import { Assembler, BENCH_RESULT_PORT, bootGuest, buildLongModeGuest, eax, ecx, runUntilStop } from '@tsvisor/testkit';
+import { Assembler, BENCH_RESULT_PORT, buildLongModeGuest, eax, ecx } from '@tsvisor/testkit';
+import { runWithCpuidHooks } from './helpers';
 
 /**
  * Report RDMSR(LSTAR) and RDMSR(SYSENTER_ESP) (the processor's values: SVM passes those MSRs
@@ -27,15 +27,7 @@ function run(atExit: (vcpu: KvmVcpu, n: number) => void, atReport: (vcpu: KvmVcp
     report(a);
     a.cli().hlt();
   });
-  const { vcpu } = bootGuest(SvmBackend, guest);
-  let exits = 0;
-  vcpu.kvm.setTrace(new Set(['kvm_exit']), (_name, _id, msg) => {
-    if (String(msg).startsWith('reason cpuid ')) atExit(vcpu, ++exits);
-  });
-  const reports: number[] = [];
-  const out = runUntilStop(vcpu, {
-    ports: { [BENCH_RESULT_PORT]: { out: (_p, _s, v) => { reports.push(v >>> 0); atReport(vcpu, reports.length); } } },
-  });
+  const { out, reports } = runWithCpuidHooks(guest, atExit, atReport);
   return { out, reports };
 }
 
