@@ -110,6 +110,11 @@ const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigIn
 const SVM_CR0_SELECTIVE_MASK = (1n << 3n) | (1n << 1n);
 /** runWithPauseFilter: no PAUSE seen yet (a constant: `-1n` in an expression negates, and allocates, each time). */
 const NO_PAUSE_TSC = -1n;
+/** recordExit's EXITINFO1/EXITINFO2 as 32-bit halves (little-endian, as the VMCB); INFO64 views the same bytes. */
+const INFO = new Uint32Array(4);
+const INFO64 = new BigUint64Array(INFO.buffer);
+/** SVM_CR_VALID (bit 63, APM 15.8.1) as EXITINFO1's high half. */
+const SVM_CR_VALID_HI = Number(SVM_CR_VALID >> 32n) >>> 0;
 
 /**
  * The guest-mode rules of one VMRUN, derived from the (effective) VMCB: the intercept
@@ -217,6 +222,10 @@ export class SvmHardware {
   /** The VMCB the last #VMEXIT stored into, and its `msrStores` right after. */
   private exitVmcb: Vmcb | null = null;
   private msrExitStores = -1;
+  /** The system-register store skip (vmexit): that VMCB's `sysStores`, and the processor state and its `sysWrites`, right after the last #VMEXIT. */
+  private sysExitStores = -1;
+  private sysExitWrites = -1;
+  private sysExitState: unknown = null;
   private walker: NptWalker | null = null;
   /** Flushes performed because of TLB_CONTROL (for tests and statistics). */
   tlbControlFlushes = 0;
@@ -539,30 +548,38 @@ export class SvmHardware {
         vmcb.writeSegHalves(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], s.segBaseLo[i], s.segBaseHi[i]);
       }
     }
-    vmcb.setDtParts(VMCB_SAVE.GDTR, s.gdtrLimit, s.gdtrBase);
-    vmcb.setDtParts(VMCB_SAVE.IDTR, s.idtrLimit, s.idtrBase);
+    // The same for GDTR/IDTR, EFER, CR0/CR3/CR4, DR7, the MSR slots, DBGCTL and G_PAT: when the
+    // previous #VMEXIT stored them into this VMCB, no accessor wrote those slots since (segStores,
+    // sysStores, msrStores) and the processor wrote none of those registers (CpuState.sysWrites),
+    // the store writes what they hold. CR2 and DR6 (exception delivery writes them) always.
+    const sysHeld = this.exitVmcb === vmcb && this.sysExitState === s && s.sysWrites === this.sysExitWrites &&
+      vmcb.sysStores === this.sysExitStores && vmcb.msrStores === this.msrExitStores && vmcb.segStores === this.segExitStores;
+    if (!sysHeld) {
+      vmcb.setDtParts(VMCB_SAVE.GDTR, s.gdtrLimit, s.gdtrBase);
+      vmcb.setDtParts(VMCB_SAVE.IDTR, s.idtrLimit, s.idtrBase);
+      vmcb.store64(VMCB_SAVE.EFER, s.efer);
+      vmcb.store64(VMCB_SAVE.CR0, s.cr0);
+      vmcb.store64(VMCB_SAVE.CR3, s.cr3);
+      vmcb.store64(VMCB_SAVE.CR4, s.cr4);
+      vmcb.store64(VMCB_SAVE.DR7, s.dr7);
+      vmcb.store64(VMCB_SAVE.STAR, s.star);
+      vmcb.store64(VMCB_SAVE.LSTAR, s.lstar);
+      vmcb.store64(VMCB_SAVE.CSTAR, s.cstar);
+      vmcb.store64(VMCB_SAVE.SFMASK, s.sfmask);
+      vmcb.store64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
+      vmcb.store64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
+      vmcb.store64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
+      vmcb.store64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
+      vmcb.store64(VMCB_SAVE.DBGCTL, s.debugctl);
+      if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
+    }
     vmcb.write8(VMCB_SAVE.CPL, s.cpl);
-    vmcb.store64(VMCB_SAVE.EFER, s.efer);
-    vmcb.store64(VMCB_SAVE.CR0, s.cr0);
     vmcb.store64(VMCB_SAVE.CR2, s.cr2);
-    vmcb.store64(VMCB_SAVE.CR3, s.cr3);
-    vmcb.store64(VMCB_SAVE.CR4, s.cr4);
     vmcb.store64(VMCB_SAVE.DR6, s.dr6);
-    vmcb.store64(VMCB_SAVE.DR7, s.dr7);
     vmcb.writeHalves(VMCB_SAVE.RFLAGS, s.rflags, 0);
     vmcb.writeHalves(VMCB_SAVE.RIP, s.ripLo, s.ripHi);
     vmcb.writeHalves(VMCB_SAVE.RSP, s.gprLo[4], s.gprHi[4]);
     vmcb.writeHalves(VMCB_SAVE.RAX, s.gprLo[0], s.gprHi[0]);
-    vmcb.store64(VMCB_SAVE.STAR, s.star);
-    vmcb.store64(VMCB_SAVE.LSTAR, s.lstar);
-    vmcb.store64(VMCB_SAVE.CSTAR, s.cstar);
-    vmcb.store64(VMCB_SAVE.SFMASK, s.sfmask);
-    vmcb.store64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
-    vmcb.store64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
-    vmcb.store64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
-    vmcb.store64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
-    vmcb.store64(VMCB_SAVE.DBGCTL, s.debugctl);
-    if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
     // V_TPR tracks the guest's CR8 (APM 15.21.1); V_IRQ stays as the backend left it.
     vmcb.write8(VMCB_CONTROL.V_TPR, (vmcb.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | (Number(s.cr8) & 0xf));
     vmcb.writeHalves(VMCB_CONTROL.INTERRUPT_SHADOW, s.stiShadow || s.movSsShadow ? SVM_INTERRUPT_SHADOW_MASK : 0, 0);
@@ -578,14 +595,18 @@ export class SvmHardware {
     this.segExitWrites = s.segWrites;
     this.exitVmcb = vmcb;
     this.msrExitStores = vmcb.msrStores;
+    this.sysExitStores = vmcb.sysStores;
+    this.sysExitWrites = s.sysWrites;
+    this.sysExitState = s;
   }
 
   /** EXITCODE, EXITINFO1/2, EXITINTINFO, nRIP and guest instruction bytes for one neutral exit. */
   recordExit(vmcb: Vmcb, ex: GuestExit): void {
     let code: number;
-    let info1 = 0n;
-    let info2 = 0n;
-    let nrip = 0n;
+    // EXITINFO1/2 as 32-bit halves (INFO[0..1], INFO[2..3]); a bigint value goes through INFO64.
+    const info = INFO;
+    info[0] = 0; info[1] = 0; info[2] = 0; info[3] = 0;
+    let nrip: bigint | null = null;
     let insnBytes = false;
     switch (ex.kind) {
       case K.BUDGET:
@@ -603,23 +624,24 @@ export class SvmHardware {
       case K.EXCEPTION:
         code = SvmExit.EXCP_BASE + ex.vector;
         // APM 15.12: EXITINFO1 holds the error code when the exception pushes one; #PF puts the faulting address in EXITINFO2.
-        if (ex.hasErrorCode) info1 = BigInt(ex.errorCode >>> 0);
-        if (ex.vector === 14) { info2 = ex.faultAddress; insnBytes = true; }
+        if (ex.hasErrorCode) info[0] = ex.errorCode;
+        if (ex.vector === 14) { INFO64[1] = ex.faultAddress; insnBytes = true; }
         break;
       case K.TASK_SWITCH:
         code = SvmExit.TASK_SWITCH;
-        info1 = BigInt(ex.taskSelector & 0xffff);
-        if (ex.taskSource === 1) info2 |= 1n << SVM_EXITINFOSHIFT_TS_REASON_IRET;
-        if (ex.taskSource === 2) info2 |= 1n << SVM_EXITINFOSHIFT_TS_REASON_JMP;
-        if (ex.hasErrorCode) info2 |= (1n << SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE) | BigInt(ex.errorCode >>> 0);
+        info[0] = ex.taskSelector & 0xffff;
+        // EXITINFO2's reason bits all lie in the high half (bits 36, 38, 44).
+        if (ex.taskSource === 1) info[3] |= 1 << (Number(SVM_EXITINFOSHIFT_TS_REASON_IRET) - 32);
+        if (ex.taskSource === 2) info[3] |= 1 << (Number(SVM_EXITINFOSHIFT_TS_REASON_JMP) - 32);
+        if (ex.hasErrorCode) { info[3] |= 1 << (Number(SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE) - 32); info[2] = ex.errorCode; }
         break;
       case K.INSTRUCTION: {
         const c = INSN_EXIT_CODE[ex.insn];
         code = c ?? SvmExit.INTR;
         nrip = ex.nextRip;
-        if (ex.insn === II.INVLPG) info1 = ex.faultAddress; // decode assist: the linear address
-        else if (ex.insn === II.INTN) info1 = BigInt(ex.vector & 0xff); // decode assist: INTn vector
-        else if (ex.insn === II.INVPCID) { info1 = ex.memOperandAddress; info2 = ex.value; }
+        if (ex.insn === II.INVLPG) INFO64[0] = ex.faultAddress; // decode assist: the linear address
+        else if (ex.insn === II.INTN) info[0] = ex.vector & 0xff; // decode assist: INTn vector
+        else if (ex.insn === II.INVPCID) { INFO64[0] = ex.memOperandAddress; INFO64[1] = ex.value; }
         break;
       }
       case K.CR_ACCESS: {
@@ -628,7 +650,7 @@ export class SvmHardware {
         code = selective ? SvmExit.CR0_SEL_WRITE : (write ? SvmExit.WRITE_CR0 : SvmExit.READ_CR0) + ex.crNumber;
         // APM 15.8.1 decode assist: bit 63 set for MOV CRn with the GPR in bits 3:0; clear for LMSW/CLTS.
         if (ex.crAccessType === CA.MOV_TO_CR || ex.crAccessType === CA.MOV_FROM_CR) {
-          info1 = SVM_CR_VALID | BigInt(ex.gpr & 0xf);
+          info[0] = ex.gpr & 0xf; info[1] = SVM_CR_VALID_HI;
         }
         nrip = ex.nextRip;
         break;
@@ -636,32 +658,32 @@ export class SvmHardware {
       case K.CR_WRITE_TRAP:
         // Trap-like (APM 15.35): the write completed, RIP is past it, EXITINFO1 is the new value.
         code = SvmExit.CR0_WRITE_TRAP + ex.crNumber;
-        info1 = ex.value;
+        INFO64[0] = ex.value;
         nrip = ex.nextRip;
         break;
       case K.MSR_WRITE_TRAP:
         code = SvmExit.EFER_WRITE_TRAP;
-        info1 = ex.value;
+        INFO64[0] = ex.value;
         nrip = ex.nextRip;
         break;
       case K.APIC_ACCESS:
       case K.APIC_WRITE:
         // APM 15.29 AVIC_NOACCEL: EXITINFO1 = register offset | write (bit 32); trap-like writes carry the EOI'd vector in EXITINFO2.
         code = SvmExit.AVIC_UNACCELERATED_ACCESS;
-        info1 = ex.gpa | (ex.access & ACCESS_WRITE ? AVIC_UNACCEL_ACCESS_WRITE_BIT : 0n);
-        if (ex.kind === K.APIC_WRITE) info2 = BigInt(ex.vector);
+        INFO64[0] = ex.gpa | (ex.access & ACCESS_WRITE ? AVIC_UNACCEL_ACCESS_WRITE_BIT : 0n);
+        if (ex.kind === K.APIC_WRITE) info[2] = ex.vector;
         nrip = ex.nextRip;
         break;
       case K.INCOMPLETE_IPI:
         // APM 15.29 AVIC_INCOMPLETE_IPI: EXITINFO1 = ICR (high:low), EXITINFO2 = cause (63:32) | table index (8:0).
         code = SvmExit.AVIC_INCOMPLETE_IPI;
-        info1 = ex.value;
-        info2 = (BigInt(ex.errorCode >>> 0) << 32n) | BigInt(ex.vector & 0x1ff);
+        INFO64[0] = ex.value;
+        info[2] = ex.vector & 0x1ff; info[3] = ex.errorCode;
         nrip = ex.nextRip;
         break;
       case K.DR_ACCESS:
         code = (ex.isWrite ? SvmExit.WRITE_DR0 : SvmExit.READ_DR0) + ex.drNumber;
-        info1 = BigInt(ex.gpr & 0xf);
+        info[0] = ex.gpr & 0xf;
         nrip = ex.nextRip;
         break;
       case K.IO: {
@@ -675,24 +697,24 @@ export class SvmHardware {
           i |= ex.addrSize === 2 ? SVM_IOIO_A16 : ex.addrSize === 4 ? SVM_IOIO_A32 : SVM_IOIO_A64;
           i |= (ex.segment & 7) << SVM_IOIO_SEG_SHIFT;
         }
-        info1 = BigInt(i >>> 0);
+        info[0] = i;
         // APM 15.10.2: EXITINFO2 is the RIP of the instruction after the IN/OUT.
-        info2 = ex.nextRip;
         nrip = ex.nextRip;
+        INFO64[1] = nrip;
         break;
       }
       case K.MSR_READ:
       case K.MSR_WRITE:
         code = SvmExit.MSR;
-        info1 = ex.kind === K.MSR_WRITE ? 1n : 0n;
+        info[0] = ex.kind === K.MSR_WRITE ? 1 : 0;
         nrip = ex.nextRip;
         break;
       case K.TDP_FAULT:
       case K.TDP_MISCONFIG:
       case K.MMIO:
         code = SvmExit.NPF;
-        info1 = npfErrorCode(ex);
-        info2 = ex.gpa;
+        INFO64[0] = npfErrorCode(ex);
+        INFO64[1] = ex.gpa;
         insnBytes = true;
         break;
       default:
@@ -702,14 +724,16 @@ export class SvmHardware {
     }
     // EXITCODE is a 64-bit field; every code here is a small non-negative number (APM Appendix C).
     vmcb.writeHalves(VMCB_CONTROL.EXITCODE, code, 0);
-    vmcb.write64(VMCB_CONTROL.EXITINFO1, info1);
-    vmcb.write64(VMCB_CONTROL.EXITINFO2, info2);
-    vmcb.write64(VMCB_CONTROL.NRIP, nrip);
+    vmcb.writeHalves(VMCB_CONTROL.EXITINFO1, info[0], info[1]);
+    vmcb.writeHalves(VMCB_CONTROL.EXITINFO2, info[2], info[3]);
+    if (nrip === null) vmcb.writeHalves(VMCB_CONTROL.NRIP, 0, 0);
+    else vmcb.store64(VMCB_CONTROL.NRIP, nrip);
     const count = insnBytes ? Math.min(15, ex.insnBytesCount) : 0;
     vmcb.write8(VMCB_CONTROL.GUEST_INSN_LEN, count);
     vmcb.bytes.fill(0, VMCB_CONTROL.GUEST_INSN_BYTES.offset, VMCB_CONTROL.GUEST_INSN_BYTES.offset + 15);
     if (count) vmcb.bytes.set(ex.insnBytes.subarray(0, count), VMCB_CONTROL.GUEST_INSN_BYTES.offset);
-    vmcb.write64(VMCB_CONTROL.EXITINTINFO, encodeVectoring(ex));
+    if (ex.vectoring.valid) vmcb.write64(VMCB_CONTROL.EXITINTINFO, encodeVectoring(ex));
+    else vmcb.writeHalves(VMCB_CONTROL.EXITINTINFO, 0, 0);
   }
 }
 

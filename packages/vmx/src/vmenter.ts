@@ -49,6 +49,7 @@ function loadGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
     s.segAttr[i] = v.read32(f.ar) & D.VMX_AR_DEFINED;
   }
   s.segWrites++;
+  s.sysWrites++;
   s.gdtrBase = v.readNat(F.GUEST_GDTR_BASE);
   s.gdtrLimit = v.read32(F.GUEST_GDTR_LIMIT);
   s.idtrBase = v.readNat(F.GUEST_IDTR_BASE);
@@ -168,10 +169,27 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   // 64-bit registers go through a typed-array conversion (save64: no BigInt operation); CR0/CR4
   // are merged with their host-owned bits only when they differ from what was last synced.
   const sy = vmx.synced;
-  save64(v, S_GDTR_BASE, s.gdtrBase);
-  v.saveSlot(S_GDTR_LIMIT, s.gdtrLimit);
-  save64(v, S_IDTR_BASE, s.idtrBase);
-  v.saveSlot(S_IDTR_LIMIT, s.idtrLimit);
+  // The same skip for the system registers: nothing wrote the VMCS since the last exit stored
+  // them and the processor wrote none of them since (CpuState.sysWrites).
+  const sysHeld = v.segSavedGeneration === v.stateGeneration && v.sysSavedWrites === s.sysWrites && v.segSavedBy === s;
+  const exit = v.loadSlot(S_EXIT_CONTROLS);
+  if (!sysHeld) {
+    save64(v, S_GDTR_BASE, s.gdtrBase);
+    v.saveSlot(S_GDTR_LIMIT, s.gdtrLimit);
+    save64(v, S_IDTR_BASE, s.idtrBase);
+    v.saveSlot(S_IDTR_LIMIT, s.idtrLimit);
+    save64(v, S_CR3, s.cr3);
+    if (exit & D.VM_EXIT_SAVE_IA32_EFER) save64(v, S_EFER, s.efer);
+    if (exit & D.VM_EXIT_SAVE_IA32_PAT) save64(v, S_PAT, s.pat);
+    if (exit & D.VM_EXIT_SAVE_DEBUG_CONTROLS) {
+      save64(v, S_DR7, s.dr7);
+      save64(v, S_DEBUGCTL, s.debugctl);
+    }
+    CONV64[0] = s.sysenterCs;
+    v.saveSlot(S_SYSENTER_CS, CONV32[0]);
+    save64(v, S_SYSENTER_ESP, s.sysenterEsp);
+    save64(v, S_SYSENTER_EIP, s.sysenterEip);
+  }
   // SDM 26.3: guest writes never change host-owned CR0/CR4 bits (a differing write exits
   // instead), so those keep the value VM entry loaded.
   if (s.cr0 !== sy.cr0) {
@@ -179,7 +197,6 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
     v.saveSlotBig(S_CR0, (s.cr0 & ~m0) | (v.readNat(F.GUEST_CR0) & m0));
     sy.cr0 = s.cr0;
   }
-  save64(v, S_CR3, s.cr3);
   if (s.cr4 !== sy.cr4) {
     const m4 = vmx.rules.cr4Mask;
     v.saveSlotBig(S_CR4, (s.cr4 & ~m4) | (v.readNat(F.GUEST_CR4) & m4));
@@ -188,22 +205,11 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   v.saveSlotHalves(S_RSP, s.gprLo[REG_RSP], s.gprHi[REG_RSP]);
   v.saveSlotHalves(S_RIP, s.ripLo, s.ripHi);
   v.saveSlotHalves(S_RFLAGS, s.rflags, 0);
-  const exit = v.loadSlot(S_EXIT_CONTROLS);
-  if (exit & D.VM_EXIT_SAVE_IA32_EFER) save64(v, S_EFER, s.efer);
-  if (exit & D.VM_EXIT_SAVE_IA32_PAT) save64(v, S_PAT, s.pat);
-  if (exit & D.VM_EXIT_SAVE_DEBUG_CONTROLS) {
-    save64(v, S_DR7, s.dr7);
-    save64(v, S_DEBUGCTL, s.debugctl);
-  }
   // SDM 28.2 (IA32_VMX_MISC bit 5): EFER.LMA is stored into "IA-32e mode guest".
   const entry = v.loadSlot(S_ENTRY_CONTROLS);
   CONV64[0] = s.efer;
   const lma = (CONV32[0] & 0x400) !== 0;
   if (lma !== ((entry & D.VM_ENTRY_IA32E_MODE) !== 0)) v.write32(F.VM_ENTRY_CONTROLS, entry ^ D.VM_ENTRY_IA32E_MODE);
-  CONV64[0] = s.sysenterCs;
-  v.saveSlot(S_SYSENTER_CS, CONV32[0]);
-  save64(v, S_SYSENTER_ESP, s.sysenterEsp);
-  save64(v, S_SYSENTER_EIP, s.sysenterEip);
   let st = 0;
   if (s.stiShadow) st |= D.GUEST_INTR_STATE_STI;
   if (s.movSsShadow) st |= D.GUEST_INTR_STATE_MOV_SS;
@@ -229,6 +235,7 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   if (exit & D.VM_EXIT_SAVE_IA32_EFER) a.efer = s.efer;
   v.segSavedGeneration = v.stateGeneration;
   v.segSavedWrites = s.segWrites;
+  v.sysSavedWrites = s.sysWrites;
   v.segSavedBy = s;
 }
 

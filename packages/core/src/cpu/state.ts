@@ -39,6 +39,15 @@ export class CpuState {
    * registers at a VM exit and sees the same count at the next exit knows they are unchanged.
    */
   segWrites = 0;
+  /**
+   * Bumped whenever the processor may have written the system registers a VM exit stores:
+   * GDTR/IDTR, CR0/CR3/CR4/CR8, DR7, EFER, PAT, DEBUGCTL and the SYSCALL/SYSENTER/KERNEL_GS_BASE
+   * MSRs (MOV to CR/DR, WRMSR, LGDT/LIDT, SWAPGS, task switch, reset; KVM's emulator-state sync).
+   * Not CR2 or DR6, which exception delivery writes: the backends store those at every exit.
+   * A backend that stored these at a VM exit and sees the same count at the next exit knows
+   * they are unchanged. Code that writes them directly, outside the processor, bumps it too.
+   */
+  sysWrites = 0;
 
   gdtrBase = 0n;
   gdtrLimit = 0;

@@ -846,6 +846,7 @@ function trapAfterWrite(c: X86Cpu, o: Op, kind: GuestExitKind, value: bigint): n
 
 /** Architectural CR write with its checks (SDM MOV CR; 2.5; 4.1.1). */
 export function writeCr(c: X86Cpu, cr: number, v: bigint): boolean {
+  c.state.sysWrites++;
   const s = c.state;
   switch (cr) {
     case 0: {
@@ -955,6 +956,7 @@ export function opSmsw(c: X86Cpu, o: Op): number {
 
 /** MOV to/from DRn (x = n, cc = 1 for a write; d/s = GPR). */
 export function opMovDr(c: X86Cpu, o: Op): number {
+  c.state.sysWrites++; // DR7 (a write, or GD cleared by general detect)
   const s = c.state;
   let n = o.x;
   const de = (Number(s.cr4) & CR4_DE) !== 0;
@@ -1048,6 +1050,7 @@ function isCanonical64(c: X86Cpu, v: bigint): boolean {
 /** WRMSR of the processor's own MSRs with their reserved-bit checks. */
 export function wrmsr(c: X86Cpu, idx: number, v: bigint): boolean {
   const s = c.state;
+  s.sysWrites++;
   switch (idx) {
     case MSR_EFER: {
       const allowed = BigInt(EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE | (c.options.vendor === 'amd' ? EFER_SVME : 0));
@@ -1124,6 +1127,7 @@ export function opLdt(c: X86Cpu, o: Op): number {
     if (c.pend) return 2;
     base = BigInt(o.sz === 2 ? lo & 0xffffff : lo >>> 0);
   }
+  c.state.sysWrites++;
   if (o.cc === 0) { c.state.gdtrBase = base; c.state.gdtrLimit = limit; }
   else { c.state.idtrBase = base; c.state.idtrLimit = limit; }
   return 0;
@@ -1272,6 +1276,7 @@ export function opSwapgs(c: X86Cpu, _o: Op): number {
   s.segBaseLo[GS] = Number(k & 0xffffffffn) | 0;
   s.segBaseHi[GS] = Number((k >> 32n) & 0xffffffffn) | 0;
   s.kernelGsBase = cur;
+  s.sysWrites++;
   c.segUpdate(GS);
   return 0;
 }

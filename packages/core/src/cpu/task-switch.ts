@@ -188,6 +188,7 @@ export function taskSwitch(c: X86Cpu, sel: number, reason: number, ext: number, 
   s.segAttr[TR] = descAttr(nHi | 0x200);
   c.segUpdate(TR);
   s.cr0 |= 8n;
+  s.sysWrites++; // CR0.TS, and CR3 / DR7 below
 
   // Step 12: CR3 (32-bit TSS; not loaded when paging is off), with the PDPTEs under PAE paging.
   let fault = false;

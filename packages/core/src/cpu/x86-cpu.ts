@@ -361,6 +361,7 @@ export class X86Cpu {
     s.segAttr[LDTR] = 0x82; s.segAttr[TR] = 0x8b;
     s.gdtrBase = 0n; s.gdtrLimit = 0xffff; s.idtrBase = 0n; s.idtrLimit = 0xffff;
     s.cr0 = 0x60000010n; s.cr2 = 0n; s.cr3 = 0n; s.cr4 = 0n; s.efer = 0n;
+    s.sysWrites++;
     s.activity = 0; s.cpl = 0;
     s.segWrites++;
     this.flushTlbAll();

@@ -26,6 +26,7 @@ export function loadEmulatorState(vcpu: KvmVcpu): void {
   }
   const dt = { size: 0, address: 0n };
   ops.getGdt(vcpu, dt);
+  s.sysWrites++;
   s.gdtrBase = dt.address;
   s.gdtrLimit = dt.size;
   ops.getIdt(vcpu, dt);

@@ -25,6 +25,12 @@ const SEG_SLOTS_END = VMCB_SAVE.TR.offset + 16;
 /** The save area's STAR, LSTAR, CSTAR, SFMASK, KernelGSBase and SYSENTER_CS/ESP/EIP slots (0x600–0x63f). */
 const MSR_SLOTS_START = VMCB_SAVE.STAR.offset;
 const MSR_SLOTS_END = VMCB_SAVE.SYSENTER_EIP.offset + 8;
+/** The save area's EFER, CR4/CR3/CR0/DR7/DR6, G_PAT and DBGCTL slots (APM Table B-2). */
+const EFER_SLOT = VMCB_SAVE.EFER.offset;
+const CRX_SLOTS_START = VMCB_SAVE.CR4.offset;
+const CRX_SLOTS_END = VMCB_SAVE.DR6.offset + 8;
+const G_PAT_SLOT = VMCB_SAVE.G_PAT.offset;
+const DBGCTL_SLOT = VMCB_SAVE.DBGCTL.offset;
 /** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
 const CONV64 = new BigUint64Array(1);
 const CONV32 = new Uint32Array(CONV64.buffer);
@@ -67,6 +73,8 @@ export class Vmcb {
   segStores = 0;
   /** The same for the VMLOAD/VMSAVE MSR slots STAR…SYSENTER_EIP (offsets 0x600–0x63f). */
   msrStores = 0;
+  /** The same for the EFER, CR0/CR3/CR4, DR6/DR7, G_PAT and DBGCTL slots. */
+  sysStores = 0;
 
   /** `bytes`: the 4 KiB page; `pa`: its host-physical address (-1 for a processor-internal copy). */
   constructor(bytes: Uint8Array, readonly pa: number) {
@@ -140,6 +148,8 @@ export class Vmcb {
   private touch(off: number): void {
     if (off >= SEG_SLOTS_START && off < SEG_SLOTS_END) this.segStores++;
     else if (off >= MSR_SLOTS_START && off < MSR_SLOTS_END) this.msrStores++;
+    else if ((off >= CRX_SLOTS_START && off < CRX_SLOTS_END) || (off & ~7) === EFER_SLOT ||
+      (off & ~7) === G_PAT_SLOT || (off & ~7) === DBGCTL_SLOT) this.sysStores++;
     const g = GROUP_OF_WORD[off >> 2];
     if (g < 0 || (this.writtenGroups >>> g) & 1) return;
     this.writtenGroups |= 1 << g;

@@ -129,6 +129,8 @@ export class Vmcs {
    */
   segSavedGeneration = -1;
   segSavedWrites = -1;
+  /** That state's `sysWrites` then: with the two above, the GDTR/IDTR, CR3, SYSENTER and EFER/PAT/DR7/DEBUGCTL fields hold the processor's values. */
+  sysSavedWrites = -1;
   segSavedBy: unknown = null;
 
   /** Changes whenever a VMWRITE changed anything the VM-entry checks read (sum of two counters that only grow). */
