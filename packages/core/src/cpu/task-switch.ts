@@ -19,9 +19,9 @@
  */
 import type { MmioBus, X86Cpu } from './x86-cpu';
 import { EmulationResult, PEND_EXC, PEND_EXIT, PEND_UNHANDLED, PEND_USER } from './x86-cpu';
-import { EventType, GuestExitKind, passthroughRules } from './guest-mode';
+import { GuestExitKind, passthroughRules } from './guest-mode';
 import type { Op } from './op';
-import { CS, DB, DS, ES, FS, GP, GS, LDTR, NP, NT, PF_VEC, SS, SS_VEC, TR, TS, VM, CR0_PG, A_UNUSABLE } from './consts';
+import { CS, DB, DS, ES, FS, GP, GS, LDTR, NP, NT, SS, SS_VEC, TR, TS, VM, CR0_PG, A_UNUSABLE } from './consts';
 import { loadNull, loadV86Seg, readDesc } from './sys';
 import { paePagingActive, loadPdptrs } from './pdptr';
 import { push } from './ops';
@@ -438,10 +438,7 @@ export function emulateTaskSwitch(
     if (c.pend === PEND_USER || c.pend === PEND_UNHANDLED) res = EmulationResult.UNHANDLEABLE;
     else if (c.pend === PEND_EXC) {
       res = EmulationResult.EXCEPTION;
-      const inj = c.injection;
-      inj.valid = true; inj.type = EventType.HARDWARE_EXCEPTION; inj.vector = c.excVec;
-      inj.hasErrorCode = c.excHasErr; inj.errorCode = c.excErr; inj.insnLength = 0;
-      if (c.excVec === PF_VEC) c.state.cr2 = BigInt.asUintN(64, BigInt(c.excAddr));
+      c.pendingExceptionToInjection();
     } else if (c.pend !== 0) res = EmulationResult.UNHANDLEABLE;
   } catch {
     res = EmulationResult.UNHANDLEABLE;

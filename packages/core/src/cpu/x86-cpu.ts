@@ -448,10 +448,7 @@ export class X86Cpu {
       else if (this.pend === PEND_UNHANDLED || this.pend === PEND_EXIT) res = EmulationResult.UNHANDLEABLE;
       else if (this.pend === PEND_EXC) {
         res = EmulationResult.EXCEPTION;
-        const inj = this.injection;
-        inj.valid = true; inj.type = EventType.HARDWARE_EXCEPTION; inj.vector = this.excVec;
-        inj.hasErrorCode = this.excHasErr; inj.errorCode = this.excErr; inj.insnLength = 0;
-        if (this.excVec === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(this.excAddr));
+        this.pendingExceptionToInjection();
       }
     } catch {
       res = EmulationResult.UNHANDLEABLE;
@@ -742,6 +739,17 @@ export class X86Cpu {
       if ((this.bits === 64 ? this.dbgAddr64[n] : this.dbgAddr32[n]) === lin) hit |= 1 << n;
     }
     return hit;
+  }
+
+  /**
+   * internal: the exception an instruction emulated for core raised (PEND_EXC) becomes the
+   * injection core queues for the guest (with CR2 for a #PF, as kvm_inject_page_fault sets it).
+   */
+  pendingExceptionToInjection(): void {
+    const inj = this.injection;
+    inj.valid = true; inj.type = EventType.HARDWARE_EXCEPTION; inj.vector = this.excVec;
+    inj.hasErrorCode = this.excHasErr; inj.errorCode = this.excErr; inj.insnLength = 0;
+    if (this.excVec === PF_VEC) this.state.cr2 = BigInt.asUintN(64, BigInt(this.excAddr));
   }
 
   /**

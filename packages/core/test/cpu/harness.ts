@@ -42,13 +42,13 @@ export interface Machine {
   base: number;
 }
 
-/** A processor with `mb` MiB of RAM at GPA 0 (GPAs beyond are MMIO). */
-export function machine(vendor: 'intel' | 'amd' = 'intel', mb = 4): Machine {
+/** A processor with `mb` MiB of RAM at GPA 0 (GPAs beyond are MMIO), in `tier` (default: the processor's). */
+export function machine(vendor: 'intel' | 'amd' = 'intel', mb = 4, tier?: 'interpreter' | 'jit'): Machine {
   const host = new HostMemory();
   const ram = new Uint8Array(mb << 20);
   const base = host.map(ram, 'ram');
   const phys: GuestPhysMap = { gpaToHpa: (gpa: number) => (gpa >= 0 && gpa < ram.length ? base + gpa : -1) };
-  const cpu = new X86Cpu(host, phys, { vendor });
+  const cpu = new X86Cpu(host, phys, tier ? { vendor, tier } : { vendor });
   return { cpu, ram, rules: new TestRules(), host, base };
 }
 

@@ -4,17 +4,11 @@
  * faults, and a branch target beyond the CS limit raises #GP(0) (SDM Vol. 3A 6.3, JMP).
  */
 import { describe, it, expect } from '@jest/globals';
-import { HostMemory } from '../../src/mmu/host-memory';
-import { X86Cpu } from '../../src/cpu/x86-cpu';
 import { GuestExitKind } from '../../src/cpu/guest-mode';
-import { hex, load, Machine, realMode, reg, TestRules } from './harness';
+import { hex, load, machine, Machine, realMode, reg } from './harness';
 
 function mach(tier: 'interpreter' | 'jit'): Machine {
-  const host = new HostMemory();
-  const ram = new Uint8Array(4 << 20);
-  const base = host.map(ram, 'ram');
-  const cpu = new X86Cpu(host, { gpaToHpa: (g: number) => (g >= 0 && g < ram.length ? base + g : -1) }, { vendor: 'intel', tier });
-  return { cpu, ram, rules: new TestRules(), host, base };
+  return machine('intel', 4, tier);
 }
 
 /** Real mode with CS = `sel` (base sel << 4, limit 0xFFFF) at IP `ip`. */

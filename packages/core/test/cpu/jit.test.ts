@@ -7,17 +7,11 @@
  * budgets are exact inside compiled loops, faults inside compiled code are precise.
  */
 import { describe, it, expect } from '@jest/globals';
-import { HostMemory } from '../../src/mmu/host-memory';
-import { X86Cpu } from '../../src/cpu/x86-cpu';
 import { GuestExitKind } from '../../src/cpu/guest-mode';
-import { hex, load, longMode, Machine, protMode, realMode, TestRules } from './harness';
+import { hex, load, machine, longMode, Machine, protMode, realMode } from './harness';
 
 function mach(tier: 'interpreter' | 'jit'): Machine {
-  const host = new HostMemory();
-  const ram = new Uint8Array(4 << 20);
-  const base = host.map(ram, 'ram');
-  const cpu = new X86Cpu(host, { gpaToHpa: (g: number) => (g >= 0 && g < ram.length ? base + g : -1) }, { vendor: 'intel', tier });
-  return { cpu, ram, rules: new TestRules(), host, base };
+  return machine('intel', 4, tier);
 }
 
 /** FNV-1a of a byte range. */
