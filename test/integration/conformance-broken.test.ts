@@ -84,6 +84,10 @@ const VARIANTS: Variant[] = [
   {
     what: 'a CPUID exit answered from the supported table instead of the guest CPUID table (intercept ignored)',
     make: (B) => class extends B {
+      // No exit fastpath (the vendors complete CPUID there): every CPUID reaches this handleExit.
+      override exitHandlersFastpath(): ExitFastpathCompletion {
+        return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+      }
       override handleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): number {
         const ex = lastExit(vcpu);
         if (ex.kind === GuestExitKind.INSTRUCTION && ex.insn === InterceptInsn.CPUID) {

@@ -366,7 +366,7 @@ export const svmExitHandlers: ReadonlyMap<number, SvmExitHandler> = new Map<numb
 ]);
 
 /** svm_handle_exit. */
-export function svmHandleExit(vcpu: KvmVcpu, _fastpath: ExitFastpathCompletion): number {
+export function svmHandleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): number {
   const svm = svmOf(vcpu);
   const code = svm.vmcb.read64(VMCB_CONTROL.EXITCODE);
   if (svm.hostError) {
@@ -375,6 +375,9 @@ export function svmHandleExit(vcpu: KvmVcpu, _fastpath: ExitFastpathCompletion):
     internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, `svm: the processor failed during VMRUN: ${err.message}\n${dumpVmcb(svm.vmcb)}`);
     return 0;
   }
+  // The exit fastpath completed (and counted) the exit already.
+  if (fastpath === ExitFastpathCompletion.EXIT_FASTPATH_EXIT_USERSPACE) return 0;
+  if (fastpath !== ExitFastpathCompletion.EXIT_FASTPATH_NONE) return 1;
   vcpu.countExit(svmExitName(code));
   vcpu.kvm.trace('kvm_exit', vcpu, () => `reason ${svmExitName(code)} rip 0x${svm.vmcb.read64(VMCB_SAVE.RIP).toString(16)} info 0x${exitInfo1(svm).toString(16)} 0x${exitInfo2(svm).toString(16)}`);
   if (code === SVM_EXIT_ERR_U64) {

@@ -9,6 +9,7 @@ import {
   KvmX86NestedOps, KvmPmuOps, MsrData, VcpuSreg, X86Exception, X86InstructionInfo, X86InterceptStage, X86Ops,
   EFER_LME, EFER_LMA, EFER_SVME, kvmFindCpuidEntry, KvmReq,
   kvmQueueInterrupt, kvmRequeueException, X86Emul, internalError, KvmInternalError, kvmEmulatedInsnLength,
+  handleFastpathCpuid, handleFastpathInvd,
 } from '@tsvisor/core';
 import { Vmcb, packAttrib, SVM_SELECTOR_DB_SHIFT, SVM_SELECTOR_L_SHIFT } from './vmcb/vmcb';
 import {
@@ -17,7 +18,7 @@ import {
 } from './vmcb/layout';
 import { Iopm, IOPM_SIZE, Msrpm } from './vmcb/permission-maps';
 import {
-  SVM_EVTINJ_TYPE_MASK, SVM_EVTINJ_TYPE_SHIFT, SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR, SvmEventType,
+  SVM_EVTINJ_TYPE_MASK, SVM_EVTINJ_TYPE_SHIFT, SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR, SvmEventType, SvmExit, svmExitName,
 } from './vmcb/exit-codes';
 import { KvmSvm, VcpuSvm, kvmSvmOf, svmOf } from './vcpu-svm';
 import { svmGetMsr, svmSetMsr, svmGetMsrFeature } from './msr';
@@ -70,6 +71,10 @@ const SVM_PROCESSOR_GPRS = 0xffff & ~((1 << KvmReg.RAX) | (1 << KvmReg.RSP));
 // @tsvisor/core's exports are getters on a dictionary-mode object: the VMRUN path reads these copies.
 const REG_RAX = KvmReg.RAX, REG_RSP = KvmReg.RSP, REG_RIP = KvmReg.RIP;
 const FASTPATH_NONE = ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+const FASTPATH_CPUID = handleFastpathCpuid;
+const FASTPATH_INVD = handleFastpathInvd;
+const CPUID_NAME = svmExitName(SvmExit.CPUID);
+const INVD_NAME = svmExitName(SvmExit.INVD);
 /** CR8 values as bigints (V_TPR is 4 bits): no BigInt built per exit. */
 const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigInt(i));
 /** enum kvm_apicv_inhibit (5.8): the reasons AVIC can honour. */
@@ -568,7 +573,28 @@ export class SvmBackend implements X86Ops {
     }
     v.write8(VMCB_CONTROL.TLB_CONTROL, TlbControl.DO_NOTHING);
     v.markAllClean();
-    return FASTPATH_NONE;
+    return res.failure || svm.hostError ? FASTPATH_NONE : this.exitHandlersFastpath(vcpu);
+  }
+
+  /**
+   * svm_exit_handlers_fastpath: exits completed right after #VMEXIT, before the slow path
+   * (CPUID and INVD). One that interrupted event delivery (EXITINTINFO valid) takes the slow
+   * path, which re-injects the event; so does every exit while a tracepoint is enabled, so that each is traced in
+   * order. The exit is counted as handleExit would have counted it.
+   */
+  exitHandlersFastpath(vcpu: KvmVcpu): ExitFastpathCompletion {
+    const v = svmOf(vcpu).vmcb;
+    if (v.readHi(VMCB_CONTROL.EXITCODE) !== 0 || v.readLo(VMCB_CONTROL.EXITINTINFO) & SVM_EVTINJ_VALID || vcpu.kvm.traceActive) return FASTPATH_NONE;
+    switch (v.readLo(VMCB_CONTROL.EXITCODE)) {
+      case SvmExit.CPUID:
+        vcpu.countExit(CPUID_NAME);
+        return FASTPATH_CPUID(vcpu);
+      case SvmExit.INVD:
+        vcpu.countExit(INVD_NAME);
+        return FASTPATH_INVD(vcpu);
+      default:
+        return FASTPATH_NONE;
+    }
   }
 
   /** svm_complete_interrupts: requeue what EXITINTINFO says was being delivered; notice a finished NMI IRET. */

@@ -288,8 +288,11 @@ export const kvmVmxExitHandlers: readonly (ExitHandler | undefined)[] = (() => {
   return t;
 })();
 
+const FASTPATH_NONE = ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+const FASTPATH_EXIT_USERSPACE = ExitFastpathCompletion.EXIT_FASTPATH_EXIT_USERSPACE;
+
 /** vmx_handle_exit. */
-export function vmxHandleExit(vcpu: KvmVcpu, _fastpath: ExitFastpathCompletion): number {
+export function vmxHandleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): number {
   const vmx = toVmx(vcpu);
   const v = vmx.vmcs;
   const run = vcpu.run;
@@ -303,6 +306,9 @@ export function vmxHandleExit(vcpu: KvmVcpu, _fastpath: ExitFastpathCompletion):
     run.internalMessage = `VM entry failed with VM-instruction error ${v.read32(F.VM_INSTRUCTION_ERROR)}: ${vmx.failWhy}\n${dumpVmcs(v)}`;
     return 0;
   }
+  // The exit fastpath completed (and counted) the exit already (__vmx_handle_exit).
+  if (fastpath === FASTPATH_EXIT_USERSPACE) return 0;
+  if (fastpath !== FASTPATH_NONE) return 1;
   const reason = vmx.exitReason;
   const basic = reason & 0xffff;
   vcpu.countExit(D.exitReasonName(basic));

@@ -4,6 +4,7 @@
  */
 import {
   EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmQueueInterrupt, kvmRequeueException, KvmReq,
+  handleFastpathCpuid, handleFastpathInvd,
 } from '@tsvisor/core';
 import { checkControls, checkGuestRip, checkGuestState, checkHostState } from './entry-checks';
 import { encodeExit, recordExit } from './exit-info';
@@ -20,6 +21,8 @@ const GPR_MASK = 0xffff & ~(1 << KvmReg.RSP);
 // @tsvisor/core's exports are getters on a dictionary-mode object: the hot path reads these copies.
 const EXIT_HALTED = GuestExitKind.HALTED;
 const FASTPATH_NONE = ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+const FASTPATH_CPUID = handleFastpathCpuid;
+const FASTPATH_INVD = handleFastpathInvd;
 /** The register-cache bits a VM exit invalidates (GPRs live in the processor until read). */
 const EXIT_INVALIDATES = ((1 << 17) - 1) | (1 << KvmReg.CR0) | (1 << KvmReg.CR3) | (1 << KvmReg.CR4) |
   (1 << KvmReg.PDPTR) | (1 << KvmReg.EXIT_INFO_1) | (1 << KvmReg.EXIT_INFO_2);
@@ -331,8 +334,8 @@ function guestStateInvalid(vmx: VcpuVmx, exitReason: number, qualification: numb
   return false;
 }
 
-/** vmx_vcpu_run. */
-export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
+/** vmx_vcpu_run up to the exit fastpath: true when the guest ran and exited, false when VM entry failed. */
+export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
   const vmx = toVmx(vcpu);
   const v = vmx.vmcs;
   const cpu = vcpu.cpu;
@@ -344,7 +347,7 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
     if (v.read32(F.PIN_BASED_VM_EXEC_CONTROL) & D.PIN_BASED_VMX_PREEMPTION_TIMER) v.write32(F.VMX_PREEMPTION_TIMER_VALUE, 0);
     else cpu.kick = true;
   } else updateHvTimer(vmx, vcpu);
-  if (!vmxVmEntry(vmx, vcpu)) return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+  if (!vmxVmEntry(vmx, vcpu)) return false;
   loadGuestState(vmx, vcpu);
   // SDM 27.4: the VM-entry MSR-load list, after the guest state.
   const msrLoads = v.loadSlot(S_ENTRY_MSR_LOAD_COUNT);
@@ -354,7 +357,7 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
       vmx.storedGeneration = -1;
       guestStateInvalid(vmx, (D.ExitReason.MSR_LOAD_FAIL | D.VMX_EXIT_REASONS_FAILED_VMENTRY) >>> 0, bad,
         `VM-entry MSR-load list entry ${bad} cannot be loaded`);
-      return ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+      return false;
     }
   }
   // The guest TSC only matters to an armed VMX-preemption timer (SDM 26.5.1; the rules read
@@ -423,8 +426,31 @@ export function vmxVcpuRun(vcpu: KvmVcpu): ExitFastpathCompletion {
     cpu.hostError = null;
     throw e;
   }
-  return FASTPATH_NONE;
+  return true;
 }
+
+/**
+ * vmx_exit_handlers_fastpath: exits completed right after the VM exit, before the slow path
+ * (CPUID and INVD). An exit that interrupted event delivery (IDT-vectoring information valid)
+ * takes the slow path, which re-injects the event; so does every exit while a tracepoint is
+ * enabled, so that each is traced in order. The exit is counted as handleExit would count it.
+ */
+export function vmxExitHandlersFastpath(vcpu: KvmVcpu): ExitFastpathCompletion {
+  const vmx = toVmx(vcpu);
+  if (vmx.idtVectoringInfo & D.INTR_INFO_VALID_MASK || vcpu.kvm.traceActive) return FASTPATH_NONE;
+  switch (vmx.exitReason) {
+    case D.ExitReason.CPUID:
+      vcpu.countExit(CPUID_NAME);
+      return FASTPATH_CPUID(vcpu);
+    case D.ExitReason.INVD:
+      vcpu.countExit(INVD_NAME);
+      return FASTPATH_INVD(vcpu);
+    default:
+      return FASTPATH_NONE;
+  }
+}
+const CPUID_NAME = D.exitReasonName(D.ExitReason.CPUID);
+const INVD_NAME = D.exitReasonName(D.ExitReason.INVD);
 
 /** Arm the preemption timer for setHvTimer (vmx_update_hv_timer). */
 export function updateHvTimer(vmx: VcpuVmx, vcpu: KvmVcpu): void {

@@ -19,7 +19,7 @@ import * as D from './vmx-defs';
 import { constructEptp, eptFormat, EptWalker, vmxGetMtMask } from './ept/ept';
 import { vmxGetCpl, vmxGetCsDbLBits, vmxGetSegment, vmxGetSegmentBase, vmxSetSegment } from './segments';
 import { vmxGetMsr, vmxSetMsr, vmxDisableInterceptForMsr, MSR_TYPE_RW, FEAT_CTL_LMCE_ENABLED } from './msr';
-import { updateHvTimer, vmxVcpuRun } from './vmenter';
+import { updateHvTimer, vmxExitHandlersFastpath, vmxVcpuRun } from './vmenter';
 import { vmxHandleExit } from './exit-handlers';
 import {
   vmxCancelInjection, vmxEnableIrqWindow, vmxEnableNmiWindow, vmxGetInterruptShadow, vmxGetNmiMask, vmxInjectIrq,
@@ -537,7 +537,11 @@ export class VmxBackend implements X86Ops {
 
   run(vcpu: KvmVcpu): ExitFastpathCompletion {
     if (!this.vmxon) throw new HookNotImplementedError('vmx', 'run', 'VMLAUNCH outside VMX operation (hardwareEnable was not called)');
-    return vmxVcpuRun(vcpu);
+    return vmxVcpuRun(vcpu) ? this.exitHandlersFastpath(vcpu) : ExitFastpathCompletion.EXIT_FASTPATH_NONE;
+  }
+  /** vmx_exit_handlers_fastpath (vmenter.ts): the exits completed before the slow path. */
+  exitHandlersFastpath(vcpu: KvmVcpu): ExitFastpathCompletion {
+    return vmxExitHandlersFastpath(vcpu);
   }
   handleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): number {
     return vmxHandleExit(vcpu, fastpath);

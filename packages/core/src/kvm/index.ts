@@ -12,5 +12,5 @@ export * from './task-switch';
 export {
   kvmQueueException, kvmRequeueException, kvmClearExceptionQueue, kvmQueueInterrupt, kvmClearInterruptQueue,
   kvmSkipEmulatedInstruction, kvmCpuHasInjectableIntr, exceptionHasErrorCode, internalError, flushRemoteTlbs,
-  vcpuReset,
+  vcpuReset, handleFastpathCpuid, handleFastpathInvd,
 } from './x86';

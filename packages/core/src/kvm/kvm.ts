@@ -335,6 +335,10 @@ export class Kvm {
   tracing(event: string): boolean {
     return this.traceEvents !== null && this.traceEvents.has(event);
   }
+  /** Is any tracepoint enabled? (The vendors' exit fastpaths step aside then, so every exit is traced in order.) */
+  get traceActive(): boolean {
+    return this.traceEvents !== null;
+  }
   trace(event: string, vcpu: KvmVcpu, text: string | (() => string)): void {
     if (this.traceEvents === null || !this.traceEvents.has(event) || !this.traceSink) return;
     if (this.pendingExitTrace) {

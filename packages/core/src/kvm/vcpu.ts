@@ -149,6 +149,13 @@ export class KvmVcpu {
   private lastExitIndex = -1;
   /** Instructions each KVM_RUN may retire before returning KVM_EXIT_INTR (a time slice). */
   runBudget = 50_000_000;
+  /**
+   * internal (core's run loop): the retired-instruction count when this KVM_RUN began, and the
+   * exits it has handled in the kernel so far — the slice checks both, on the slow path and
+   * on the exit fastpath alike.
+   */
+  runStartRetired = 0;
+  runExits = 0;
   /** Set by the backend/core when the guest must not be entered again (e.g. after an internal error). */
   dead = false;
 

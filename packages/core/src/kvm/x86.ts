@@ -3,7 +3,8 @@
  * event injection, exception queueing, instruction skipping and the dirty-log plumbing
  * between memslots, the MMU and the vendor's optional hooks.
  */
-import { KvmMemorySlot, KvmReg, X86Vector } from '../ops/types';
+import { ExitFastpathCompletion, KvmMemorySlot, KvmReg, X86Vector } from '../ops/types';
+import { kvmEmulateCpuid } from './cpuid';
 import { KvmError } from './errors';
 import { KvmExitReason, KvmInternalError } from './run';
 import { KvmMpState, KvmReq, KvmVcpu } from './vcpu';
@@ -211,8 +212,18 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
   }
   ops.prepareGuestSwitch(vcpu);
   if (kvm.tracing('kvm_entry')) kvm.trace('kvm_entry', vcpu, () => `vcpu ${vcpu.vcpuId}`);
-  const fastpath = ops.run(vcpu);
+  let fastpath = ops.run(vcpu);
   kvm.stats.exits++;
+  // The exit fastpath (KVM's EXIT_FASTPATH_REENTER_GUEST): the vendor handled the exit right
+  // after it and the guest runs again at once, unless something needs the slow path first.
+  while (fastpath === FASTPATH_REENTER_GUEST) {
+    if (kvmVcpuExitRequest(vcpu)) {
+      fastpath = FASTPATH_EXIT_HANDLED;
+      break;
+    }
+    fastpath = ops.run(vcpu);
+    kvm.stats.exits++;
+  }
   ops.handleExitIrqoff(vcpu);
   const r = ops.handleExit(vcpu, fastpath);
   kvm.flushExitTrace();
@@ -220,6 +231,48 @@ function vcpuEnterGuest(vcpu: KvmVcpu): number {
   // only an event wakes it. Wait as vcpu_block would instead of re-entering a sleeping CPU.
   if (r > 0 && vcpu.cpu.state.activity === 1) return haltedInGuestMode(vcpu);
   return r;
+}
+
+const FASTPATH_REENTER_GUEST = ExitFastpathCompletion.EXIT_FASTPATH_REENTER_GUEST;
+const FASTPATH_EXIT_HANDLED = ExitFastpathCompletion.EXIT_FASTPATH_EXIT_HANDLED;
+
+/**
+ * kvm_vcpu_exit_request, for a re-entry from the exit fastpath: the guest may run again without
+ * the slow path only if nothing the slow path does before an entry has work — no request
+ * (events to inject, TLB flushes, …), no INIT/SIPI to accept and no TPR to sync, no timer due,
+ * no interrupt window userspace waits for — and this KVM_RUN's slice is not spent. The per-entry
+ * work of vcpu_run (vcpuPreRun, runExpired) runs here exactly as it would there.
+ */
+function kvmVcpuExitRequest(vcpu: KvmVcpu): boolean {
+  const kvm = vcpu.kvm;
+  const run = vcpu.run;
+  if (++vcpu.runExits >= MAX_EXITS_PER_RUN || vcpu.cpu.state.instructionsRetired - vcpu.runStartRetired >= vcpu.runBudget) return true;
+  if (run.immediateExit || (!kvm.irqchipInKernel && run.requestInterruptWindow) || kvm.tracing('kvm_entry')) return true;
+  kvm.irqchip?.vcpuPreRun(vcpu);
+  kvm.clock.runExpired(vcpu);
+  return vcpu.requests !== 0 || vcpu.arch.mpState !== KvmMpState.RUNNABLE;
+}
+
+/**
+ * A fastpath handler's result (handle_fastpath_*): the instruction was emulated and skipped —
+ * re-enter — or the skip needs userspace (a KVM_GUESTDBG single-step exit).
+ */
+function fastpathResult(r: number): ExitFastpathCompletion {
+  return r > 0 ? FASTPATH_REENTER_GUEST : ExitFastpathCompletion.EXIT_FASTPATH_EXIT_USERSPACE;
+}
+
+/** handle_fastpath_invd: INVD is a no-op for KVM (caches are coherent); skip it. */
+export function handleFastpathInvd(vcpu: KvmVcpu): ExitFastpathCompletion {
+  return fastpathResult(vcpu.kvm.skipEmulatedInstruction(vcpu));
+}
+
+/**
+ * CPUID on the exit fastpath (tsvisor; KVM 6.18 takes WRMSR, HLT, INVD and the preemption timer
+ * there): kvm_emulate_cpuid needs nothing the slow path prepares — it reads RAX/RCX, answers
+ * from the guest's CPUID table and skips the instruction.
+ */
+export function handleFastpathCpuid(vcpu: KvmVcpu): ExitFastpathCompletion {
+  return fastpathResult(kvmEmulateCpuid(vcpu));
 }
 
 /**
@@ -309,7 +362,8 @@ export function vcpuRun(vcpu: KvmVcpu) {
       r = 0;
     }
     kvm.clock.beginRun(vcpu, start);
-    let iterations = 0;
+    vcpu.runStartRetired = start;
+    vcpu.runExits = 0;
     while (r > 0) {
       // kvm_apic_accept_events (INIT/SIPI), then timers that are due (instruction-boundary granularity).
       kvm.irqchip?.vcpuPreRun(vcpu);
@@ -323,7 +377,7 @@ export function vcpuRun(vcpu: KvmVcpu) {
       // The time slice ran out — in retired instructions, or in exits handled in the kernel for
       // a guest that makes no progress (an exception storm retires nothing): as if a signal
       // were pending, so KVM_RUN always returns and userspace's limits apply.
-      if (vcpu.cpu.state.instructionsRetired - start >= vcpu.runBudget || ++iterations >= MAX_EXITS_PER_RUN) {
+      if (vcpu.cpu.state.instructionsRetired - start >= vcpu.runBudget || ++vcpu.runExits >= MAX_EXITS_PER_RUN) {
         run.exitReason = KvmExitReason.KVM_EXIT_INTR;
         break;
       }

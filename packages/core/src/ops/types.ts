@@ -59,11 +59,18 @@ export enum VcpuSreg {
   ES = 0, CS = 1, SS = 2, DS = 3, FS = 4, GS = 5, TR = 6, LDTR = 7,
 }
 
-/** enum exit_fastpath_completion. */
+/**
+ * enum exit_fastpath_completion: what the vendor's exit fastpath (run, right after the VM exit)
+ * did. NONE: nothing, handleExit dispatches the exit. REENTER_GUEST: handled, and the guest may
+ * run again at once (core's run loop re-enters without its slow path unless an exit request
+ * is pending). EXIT_HANDLED: handled, handleExit only finishes up. EXIT_USERSPACE: handled, and
+ * KVM_RUN returns to userspace (vcpu.run says why).
+ */
 export enum ExitFastpathCompletion {
   EXIT_FASTPATH_NONE = 0,
   EXIT_FASTPATH_REENTER_GUEST = 1,
   EXIT_FASTPATH_EXIT_HANDLED = 2,
+  EXIT_FASTPATH_EXIT_USERSPACE = 3,
 }
 
 /** struct kvm_tlb_range. */
