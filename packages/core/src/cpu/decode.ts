@@ -20,6 +20,14 @@ export class Block {
   c1: Block | null = null;
   c2Rip = NaN;
   c2: Block | null = null;
+  /**
+   * Resumption: the block at `rRip`, the RIP after an instruction of this block that exited
+   * (CPUID, …) and that the VMM skipped — where the next VM entry starts. Valid while `rGen`
+   * equals cpu.tlbGen, like the chain.
+   */
+  rGen = -1;
+  rRip = NaN;
+  rNext: Block | null = null;
   /** Bytes of the page the block covers (from its first byte). */
   bytes = 0;
   /** Whole-block executions by the interpreter (the JIT tier compiles at JIT_THRESHOLD). */

@@ -45,7 +45,10 @@ export class CpuState {
    * MSRs (MOV to CR/DR, WRMSR, LGDT/LIDT, SWAPGS, task switch, reset; KVM's emulator-state sync).
    * Not CR2 or DR6, which exception delivery writes: the backends store those at every exit.
    * A backend that stored these at a VM exit and sees the same count at the next exit knows
-   * they are unchanged. Code that writes them directly, outside the processor, bumps it too.
+   * they are unchanged. Code that writes them directly, outside the processor, bumps it too —
+   * except CR0, CR3, CR4, EFER and DR7, whose setters bump it themselves (whoever writes them:
+   * the processor, a backend's VM-entry load, a test), so the processor can tell at VM entry
+   * that its mode inputs are as it left them without comparing them.
    */
   sysWrites = 0;
 
@@ -54,17 +57,28 @@ export class CpuState {
   idtrBase = 0n;
   idtrLimit = 0;
 
-  cr0 = 0x60000010n;
+  private cr0Value = 0x60000010n;
+  private cr3Value = 0n;
+  private cr4Value = 0n;
+  private eferValue = 0n;
+  private dr7Value = 0x400n;
+  get cr0(): bigint { return this.cr0Value; }
+  set cr0(v: bigint) { this.cr0Value = v; this.sysWrites++; }
   cr2 = 0n;
-  cr3 = 0n;
-  cr4 = 0n;
+  get cr3(): bigint { return this.cr3Value; }
+  set cr3(v: bigint) { this.cr3Value = v; this.sysWrites++; }
+  get cr4(): bigint { return this.cr4Value; }
+  set cr4(v: bigint) { this.cr4Value = v; this.sysWrites++; }
   /** CR8 / TPR[7:4]. */
   cr8 = 0n;
-  efer = 0n;
+  get efer(): bigint { return this.eferValue; }
+  set efer(v: bigint) { this.eferValue = v; this.sysWrites++; }
   xcr0 = 1n;
+  /** DR0-DR3. Their writers need not bump anything: the processor compares them at VM entry while DR7 enables a breakpoint. */
   readonly dr = [0n, 0n, 0n, 0n];
   dr6 = 0xffff0ff0n;
-  dr7 = 0x400n;
+  get dr7(): bigint { return this.dr7Value; }
+  set dr7(v: bigint) { this.dr7Value = v; this.sysWrites++; }
 
   /** MSR-held state that VM entry/exit moves (SDM 24.4.1 / APM 15.5). */
   sysenterCs = 0n;

@@ -616,6 +616,8 @@ export class X86Cpu {
   private kCpl = -1; private kTag = -1;
   /** CpuState.segWrites when the segment inputs below were last seen equal to the state's (-1: never). */
   private kSegWrites = -1;
+  /** CpuState.sysWrites when CR0/CR3/CR4/EFER/DR7 were last seen equal to kBig's (-1: never). */
+  private kSysWrites = -1;
   private readonly kBig = new Uint32Array(18);
   private readonly kSegBase = new Int32Array(8);
   private readonly kSegLimit = new Uint32Array(8);
@@ -623,7 +625,7 @@ export class X86Cpu {
   private readonly conv64 = new BigUint64Array(9);
   private readonly conv32 = new Uint32Array(this.conv64.buffer);
 
-  /** internal: the mode's 64-bit inputs into conv32 as halves. */
+  /** internal: the mode's 64-bit inputs into conv32 as halves (CR0, CR3, CR4, EFER, DR7 in 0-9; DR0-3 in 10-17). */
   private modeBigInputs(): void {
     const s = this.state;
     const c = this.conv64;
@@ -643,9 +645,15 @@ export class X86Cpu {
       }
       this.kSegWrites = s.segWrites;
     }
+    // CR0/CR3/CR4/EFER/DR7 bump sysWrites when written (their setters): unchanged, they are as
+    // last compared. DR0-3 matter only while DR7 enables a breakpoint (dbgEn; a DR7 write that
+    // enables one bumps sysWrites, and dbgUpdate then reads DR0-3 afresh).
+    const sys = s.sysWrites !== this.kSysWrites;
+    if (!sys && this.dbgEn === 0) return false;
     this.modeBigInputs();
     const k = this.kBig, c = this.conv32;
-    for (let i = 0; i < 18; i++) if (c[i] !== k[i]) return true;
+    for (let i = sys ? 0 : 10; i < 18; i++) if (c[i] !== k[i]) return true;
+    this.kSysWrites = s.sysWrites;
     return false;
   }
 
@@ -657,6 +665,7 @@ export class X86Cpu {
       this.kSegBase[i] = s.segBaseLo[i]; this.kSegLimit[i] = s.segLimit[i]; this.kSegAttr[i] = s.segAttr[i];
     }
     this.kSegWrites = s.segWrites;
+    this.kSysWrites = s.sysWrites;
     this.modeBigInputs();
     this.kBig.set(this.conv32);
   }
@@ -1073,6 +1082,9 @@ export class X86Cpu {
     this.pend = PEND_EXIT;
     return 2;
   }
+  /** The block whose last instruction exited, and the RIP after that instruction (runLoop's re-entry chaining). */
+  private resumeBlk: Block | null = null;
+  private resumeRip = NaN;
   private exitNextRipNum = NaN;
   private exitNextRipBig = 0n;
   /** internal: RIP value (double) as the architectural 64-bit bigint. */
@@ -1120,6 +1132,11 @@ export class X86Cpu {
     }
     let left = budget;
     let prevBlk: Block | null = null;
+    // Re-entry right after the instruction whose exit ended the last run (an exit the VMM
+    // completed and skipped, like CPUID): the block there is found through that block's
+    // resumption link instead of a lookup.
+    let resumeFrom: Block | null = this.resumeBlk !== null && this.rip === this.resumeRip ? this.resumeBlk : null;
+    this.resumeBlk = null;
     const deadline = rules.preemptionDeadlineTsc < 0n ? -1 : Number(rules.preemptionDeadlineTsc);
     for (;;) {
       // Instruction boundary: events in priority order (SDM 6.9 / 26.7).
@@ -1157,6 +1174,15 @@ export class X86Cpu {
       if (pb !== null && pb.chainGen === this.tlbGen) {
         if (pb.c1Rip === this.rip) blk = pb.c1; else if (pb.c2Rip === this.rip) blk = pb.c2;
         if (blk !== null && !blk.valid) blk = null;
+      }
+      if (resumeFrom !== null) {
+        const rf: Block = resumeFrom;
+        resumeFrom = null;
+        if (rf.rGen === this.tlbGen && rf.rRip === this.rip && rf.rNext !== null && rf.rNext.valid) blk = rf.rNext;
+        else {
+          blk = this.lookupBlock();
+          if (blk !== null && rf.valid && blk.cacheable) { rf.rGen = this.tlbGen; rf.rRip = this.rip; rf.rNext = blk; }
+        }
       }
       if (blk === null) {
         blk = this.lookupBlock();
@@ -1240,7 +1266,15 @@ export class X86Cpu {
           this.apicTrap = false;
           if (this.pend !== PEND_EXIT) ex.kind = GuestExitKind.NONE;
         }
-        if (this.handlePend()) return;
+        // An instruction's exit: the VMM may skip it and re-enter right after it (runLoop's
+        // resumption link checks RIP, the TLB generation and validity before use).
+        const resume = this.pend === PEND_EXIT && this.curOp !== null && blk.cacheable ? blk : null;
+        const resumeRip = resume !== null ? this.nextRip(this.curOp!) : NaN;
+        if (this.handlePend()) {
+          this.resumeBlk = resume;
+          this.resumeRip = resumeRip;
+          return;
+        }
         continue;
       }
       if (this.apicTrap) {

@@ -85,6 +85,7 @@ export class KvmIrqchip implements IrqSource {
     if (this.lapics.has(vcpu)) return;
     const a = new KvmLapic(vcpu, this);
     this.lapics.set(vcpu, a);
+    vcpu.arch.apic = a;
     a.reset(false);
     // With an in-kernel LAPIC, application processors start in wait-for-SIPI (SDM 8.4.1).
     vcpu.arch.mpState = a.isBsp ? KvmMpState.RUNNABLE : KvmMpState.INIT_RECEIVED;
@@ -118,8 +119,8 @@ export class KvmIrqchip implements IrqSource {
 
   /** The run loop, before each entry or block: INIT/SIPI and a CR8 the backend stored. */
   vcpuPreRun(vcpu: KvmVcpu): void {
-    const a = this.lapics.get(vcpu);
-    if (!a) return;
+    const a = vcpu.arch.apic;
+    if (a === null) return;
     if (a.pendingEvents) a.acceptEvents();
     a.syncCr8();
   }

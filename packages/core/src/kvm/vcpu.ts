@@ -1,3 +1,4 @@
+import type { KvmLapic } from '../irqchip/lapic';
 import { X86Cpu } from '../cpu/x86-cpu';
 import { DescPtr, KvmMsrEntry, KvmReg, KvmSegment, MsrData, NR_VCPU_REGS, VcpuSreg, emptySegment } from '../ops/types';
 import type { Kvm } from './kvm';
@@ -119,6 +120,8 @@ export class VcpuArch {
 
   /** The hypercall page's instruction has been patched (kvm_emulate_hypercall + patch_hypercall). */
   hypercallsPatched = 0;
+  /** vcpu->arch.apic: the in-kernel local APIC (null without an in-kernel irqchip). */
+  apic: KvmLapic | null = null;
 }
 
 /**

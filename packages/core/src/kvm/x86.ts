@@ -15,8 +15,8 @@ import { APIC_TASKPRI } from '../irqchip/apic-regs';
 const X86_EFLAGS_IF = 1n << 9n;
 /** In-kernel exits one KVM_RUN may handle before returning KVM_EXIT_INTR (bounds a livelock). */
 export const MAX_EXITS_PER_RUN = 100_000;
-const X86_EFLAGS_TF = 1n << 8n;
-const TWO53 = 1n << 53n;
+const RFLAGS64 = new BigUint64Array(1);
+const RFLAGS32 = new Uint32Array(RFLAGS64.buffer);
 const X86_EFLAGS_RF = 1n << 16n;
 
 // ---------------------------------------------------------------- exceptions
@@ -119,9 +119,9 @@ export function kvmSkipEmulatedInstruction(vcpu: KvmVcpu): number {
   const rflags = ops.getRflags(vcpu);
   const r = ops.skipEmulatedInstruction(vcpu);
   if (r) vcpu.cpu.retireSkipped();
-  // RFLAGS.TF tested without a BigInt operation (any RFLAGS below 2^53 converts exactly).
-  const tf = rflags < TWO53 ? (Number(rflags) & 0x100) !== 0 : (rflags & X86_EFLAGS_TF) !== 0n;
-  if (r && tf) {
+  // RFLAGS.TF tested without a BigInt operation (a typed-array conversion, no allocation).
+  RFLAGS64[0] = rflags;
+  if (r && RFLAGS32[0] & 0x100) {
     // kvm_vcpu_do_singlestep: a trap-like #DB with DR6.BS after the instruction.
     vcpu.arch.dr6 = (vcpu.arch.dr6 & ~0x400fn) | 0x4000n;
     kvmQueueException(vcpu, X86Vector.DB, undefined, 0x4000n);
