@@ -192,7 +192,10 @@ export class AvicHardware implements ApicPageHandler, Cr8Virtualization {
   /** TPR write: the backing page's TPR and PPR, V_TPR (the processor's CR8); a lowered TPR may unmask an IRR vector. */
   private setTpr(tpr: number): void {
     this.regs[APIC_TASKPRI >> 2] = tpr;
-    this.cpu.state.cr8 = CR8_VALUES[(tpr >>> 4) & 0xf];
+    const s = this.cpu.state;
+    s.cr8 = CR8_VALUES[(tpr >>> 4) & 0xf];
+    // A CR8 write outside writeCr: counted (CpuState.sysWrites), or #VMEXIT would keep V_TPR as VMRUN loaded it.
+    s.sysWrites++;
     this.updatePpr();
     this.evaluate();
   }

@@ -365,10 +365,20 @@ export const svmExitHandlers: ReadonlyMap<number, SvmExitHandler> = new Map<numb
   [SvmExit.TASK_SWITCH, taskSwitchInterception],
 ]);
 
+/**
+ * svmExitHandlers as an array indexed by exit code (every handled code is below 0x1000,
+ * APM Appendix C): svmHandleExit dispatches on EXITCODE's low half without a BigInt.
+ */
+const HANDLER_OF_CODE: Array<SvmExitHandler | undefined> = [];
+for (const [code, handler] of svmExitHandlers) HANDLER_OF_CODE[code] = handler;
+
 /** svm_handle_exit. */
 export function svmHandleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): number {
   const svm = svmOf(vcpu);
-  const code = svm.vmcb.read64(VMCB_CONTROL.EXITCODE);
+  const v = svm.vmcb;
+  // EXITCODE as halves: every code but VMEXIT_INVALID (-1) has a zero high half.
+  const codeLo = v.readLo(VMCB_CONTROL.EXITCODE);
+  const small = v.readHi(VMCB_CONTROL.EXITCODE) === 0;
   if (svm.hostError) {
     const err = svm.hostError;
     svm.hostError = null;
@@ -378,23 +388,24 @@ export function svmHandleExit(vcpu: KvmVcpu, fastpath: ExitFastpathCompletion): 
   // The exit fastpath completed (and counted) the exit already.
   if (fastpath === ExitFastpathCompletion.EXIT_FASTPATH_EXIT_USERSPACE) return 0;
   if (fastpath !== ExitFastpathCompletion.EXIT_FASTPATH_NONE) return 1;
+  const code = small ? codeLo : v.read64(VMCB_CONTROL.EXITCODE);
   vcpu.countExit(svmExitName(code));
   vcpu.kvm.trace('kvm_exit', vcpu, () => `reason ${svmExitName(code)} rip 0x${svm.vmcb.read64(VMCB_SAVE.RIP).toString(16)} info 0x${exitInfo1(svm).toString(16)} 0x${exitInfo2(svm).toString(16)}`);
   if (code === SVM_EXIT_ERR_U64) {
     const run = vcpu.run;
     run.exitReason = KvmExitReason.KVM_EXIT_FAIL_ENTRY;
     // KVM reports the 32-bit exit_code field of struct vmcb_control_area: VMEXIT_INVALID reads 0xffffffff.
-    run.failEntry.hardwareEntryFailureReason = code & 0xffffffffn;
+    run.failEntry.hardwareEntryFailureReason = BigInt(codeLo);
     run.failEntry.cpu = 0;
     const why = svm.lastFailure ? `${svm.lastFailure.rule} (${svm.lastFailure.detail})` : 'consistency check failed';
     run.internalMessage = `VMRUN failed with VMEXIT_INVALID: ${why} (AMD APM Vol. 2 15.5.1)\n${dumpVmcb(svm.vmcb)}`;
     return 0;
   }
-  const handler = svmExitHandlers.get(Number(code));
+  const handler = small ? HANDLER_OF_CODE[codeLo] : undefined;
   if (!handler) {
     internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
       `svm: unexpected exit reason 0x${code.toString(16)} (${svmExitName(code)})\n${dumpVmcb(svm.vmcb)}`);
-    vcpu.run.internal.data = [code, BigInt(vcpu.cpu.state.instructionsRetired)];
+    vcpu.run.internal.data = [BigInt(code), BigInt(vcpu.cpu.state.instructionsRetired)];
     return 0;
   }
   return handler(vcpu, svm);

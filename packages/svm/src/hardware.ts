@@ -110,6 +110,41 @@ const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigIn
 const SVM_CR0_SELECTIVE_MASK = (1n << 3n) | (1n << 1n);
 /** runWithPauseFilter: no PAUSE seen yet (a constant: `-1n` in an expression negates, and allocates, each time). */
 const NO_PAUSE_TSC = -1n;
+/** NP_ENABLE bit 0 as a number (the bigint constant converted once, not per VMRUN). */
+const NP_ENABLE_BIT = Number(SVM_NESTED_CTL_NP_ENABLE);
+/**
+ * Word indexes (offset / 4, Vmcb.words) of the fields every VMRUN loads and every #VMEXIT
+ * stores: the processor moves them by index, the low half first (APM Appendix B is little-endian).
+ */
+const W_RFLAGS = VMCB_SAVE.RFLAGS.offset >> 2;
+const W_RIP = VMCB_SAVE.RIP.offset >> 2;
+const W_RSP = VMCB_SAVE.RSP.offset >> 2;
+const W_RAX = VMCB_SAVE.RAX.offset >> 2;
+const W_CR2 = VMCB_SAVE.CR2.offset >> 2;
+const W_DR6 = VMCB_SAVE.DR6.offset >> 2;
+const W_INT_CTL = VMCB_CONTROL.INT_CTL.offset >> 2;
+const W_INTERRUPT_SHADOW = VMCB_CONTROL.INTERRUPT_SHADOW.offset >> 2;
+const W_EVENTINJ = VMCB_CONTROL.EVENTINJ.offset >> 2;
+const W_NP_ENABLE = VMCB_CONTROL.NP_ENABLE.offset >> 2;
+const W_EXITCODE = VMCB_CONTROL.EXITCODE.offset >> 2;
+const W_EXITINFO1 = VMCB_CONTROL.EXITINFO1.offset >> 2;
+const W_EXITINFO2 = VMCB_CONTROL.EXITINFO2.offset >> 2;
+const W_EXITINTINFO = VMCB_CONTROL.EXITINTINFO.offset >> 2;
+const W_NRIP = VMCB_CONTROL.NRIP.offset >> 2;
+/** GUEST_INSN_LEN (0xd0) and the 15 instruction bytes after it: four words. */
+const W_INSN = VMCB_CONTROL.GUEST_INSN_LEN.offset >> 2;
+const INSN_LEN_OFFSET = VMCB_CONTROL.GUEST_INSN_LEN.offset;
+const INSN_BYTES_OFFSET = VMCB_CONTROL.GUEST_INSN_BYTES.offset;
+const CPL_OFFSET = VMCB_SAVE.CPL.offset;
+const V_TPR_OFFSET = VMCB_CONTROL.V_TPR.offset;
+/** A bigint register → two words of a VMCB (modulo 2^64), without a BigInt operation. */
+const BIG = new BigUint64Array(1);
+const BIG32 = new Int32Array(BIG.buffer);
+function storeBig(w: Int32Array, i: number, v: bigint): void {
+  BIG[0] = v;
+  w[i] = BIG32[0];
+  w[i + 1] = BIG32[1];
+}
 /** recordExit's EXITINFO1/EXITINFO2 as 32-bit halves (little-endian, as the VMCB); INFO64 views the same bytes. */
 const INFO = new Uint32Array(4);
 const INFO64 = new BigUint64Array(INFO.buffer);
@@ -179,13 +214,6 @@ export class SvmGuestModeRules implements GuestModeRules {
 }
 
 
-export interface VmrunResult {
-  /** The consistency check that failed (EXITCODE = VMEXIT_INVALID), or null. */
-  failure: VmrunCheckFailure | null;
-  /** The neutral exit, for diagnostics; the architectural result is in the VMCB. */
-  kind: GuestExitKind;
-}
-
 /**
  * One processor's SVM unit. Owns the clean-bit cache and the rules object (no allocation per
  * VMRUN on the hot path beyond the permission-map views, which are cached by address).
@@ -227,6 +255,15 @@ export class SvmHardware {
   private sysExitWrites = -1;
   private sysExitState: unknown = null;
   private walker: NptWalker | null = null;
+  /**
+   * The V_TPR skip (vmexit): the processor's sysWrites right after VMRUN loaded CR8, and the
+   * V_TPR value it loaded. The guest wrote no CR8 since (same count) and V_TPR in memory still
+   * holds that value: the #VMEXIT store of CR8 into V_TPR writes what is there.
+   */
+  private entrySysWrites = -1;
+  private entryVTpr = -1;
+  /** The consistency check the last VMRUN failed (EXITCODE = VMEXIT_INVALID), or null. */
+  failure: VmrunCheckFailure | null = null;
   /** Flushes performed because of TLB_CONTROL (for tests and statistics). */
   tlbControlFlushes = 0;
 
@@ -271,8 +308,10 @@ export class SvmHardware {
   /**
    * VMRUN: checks, load, run under the intercepts for at most `budget` instructions, #VMEXIT.
    * The caller has put the GPRs other than RAX/RSP into the processor (KVM's __svm_vcpu_run).
+   * Returns the neutral exit (for diagnostics; the architectural result is in the VMCB), and
+   * NONE with `failure` set when a consistency check failed.
    */
-  vmrun(vmcb: Vmcb, budget: number): VmrunResult {
+  vmrun(vmcb: Vmcb, budget: number): GuestExitKind {
     const eff = this.effectiveVmcb(vmcb);
     // Groups VMRUN takes from the processor's copy (clean bits set, the copy is this VMCB's): their
     // values are what the last #VMEXIT stored, and the processor still holds them unless it ran
@@ -284,6 +323,7 @@ export class SvmHardware {
     // event is being injected).
     const failure = (clean & CHECKED_GROUPS) === CHECKED_GROUPS && !(eff.readLo(VMCB_CONTROL.EVENTINJ) & SVM_EVTINJ_VALID)
       ? null : vmrunConsistencyCheck(eff);
+    this.failure = failure;
     if (failure) {
       // APM 15.5.1: an illegal state makes VMRUN exit at once with VMEXIT_INVALID; no guest state is loaded.
       vmcb.write64(VMCB_CONTROL.EXITCODE, SVM_EXIT_ERR_U64);
@@ -291,7 +331,7 @@ export class SvmHardware {
       vmcb.write64(VMCB_CONTROL.EXITINFO2, 0n);
       vmcb.write64(VMCB_CONTROL.EXITINTINFO, 0n);
       this.cachePa = -1;
-      return { failure, kind: GuestExitKind.NONE };
+      return K.NONE;
     }
     this.tlbControl(eff);
     // The segment fields still hold what the last #VMEXIT stored (no write to them through the
@@ -305,6 +345,8 @@ export class SvmHardware {
     // the last #VMEXIT stored when no accessor wrote those slots since and it ran nothing else.
     const msrsHeld = stored && vmcb.msrStores === this.msrExitStores;
     this.loadGuestState(eff, held, segsHeld, msrsHeld);
+    this.entrySysWrites = s.sysWrites;
+    this.entryVTpr = eff.bytes[V_TPR_OFFSET] & V_TPR_MASK;
     // The processor's segment registers now equal the VMCB's fields in memory, unless the
     // processor took ES/CS/SS/DS from its copy of a SEG group written while marked clean.
     if (eff === vmcb || !((vmcb.read32(VMCB_CONTROL.VMCB_CLEAN) & vmcb.writtenGroups) >>> VmcbCleanBit.SEG & 1)) {
@@ -321,7 +363,7 @@ export class SvmHardware {
     const kind = this.runWithPauseFilter(eff, budget);
     this.avic.inGuest = false;
     this.vmexit(vmcb, eff);
-    return { failure: null, kind };
+    return kind;
   }
 
   /** PAUSE instructions the filter let through in the last VMRUN (for tests and statistics). */
@@ -335,17 +377,18 @@ export class SvmHardware {
    */
   private runWithPauseFilter(eff: Vmcb, budget: number): GuestExitKind {
     const s = this.cpu.state;
-    const pauseIntercepted = this.rules.insn[II.PAUSE] !== 0;
+    this.pausesFiltered = 0;
+    // Without the PAUSE intercept there is nothing to filter (the count is not consulted).
+    if (this.rules.insn[II.PAUSE] === 0) return this.cpu.runGuest(this.rules, budget);
     const initial = eff.read16(VMCB_CONTROL.PAUSE_FILTER_COUNT);
     const threshold = eff.read16(VMCB_CONTROL.PAUSE_FILTER_THRESHOLD);
     let count = initial;
     let lastPauseTsc = NO_PAUSE_TSC;
     const start = s.instructionsRetired;
-    this.pausesFiltered = 0;
     for (;;) {
       const kind = this.cpu.runGuest(this.rules, Math.max(1, budget - (s.instructionsRetired - start)));
       const ex = this.cpu.exit;
-      if (!(pauseIntercepted && kind === K.INSTRUCTION && ex.insn === II.PAUSE)) return kind;
+      if (!(kind === K.INSTRUCTION && ex.insn === II.PAUSE)) return kind;
       if (threshold && lastPauseTsc >= 0n && s.tsc - lastPauseTsc > BigInt(threshold)) count = initial;
       lastPauseTsc = s.tsc;
       if (count === 0) return kind;
@@ -366,11 +409,10 @@ export class SvmHardware {
   /** APM 15.16.1: TLB_CONTROL takes effect at this VMRUN. */
   private tlbControl(eff: Vmcb): void {
     const ctl = eff.read8(VMCB_CONTROL.TLB_CONTROL);
-    const asid = eff.read32(VMCB_CONTROL.GUEST_ASID);
     switch (ctl) {
       case TlbControl.DO_NOTHING: return;
       case TlbControl.FLUSH_ALL_ASID: this.cpu.flushTlbAll(); break;
-      case TlbControl.FLUSH_ASID: case TlbControl.FLUSH_ASID_LOCAL: this.cpu.flushTlbTag(asid); break;
+      case TlbControl.FLUSH_ASID: case TlbControl.FLUSH_ASID_LOCAL: this.cpu.flushTlbTag(eff.read32(VMCB_CONTROL.GUEST_ASID)); break;
       default: this.cpu.flushTlbAll(); break;
     }
     this.tlbControlFlushes++;
@@ -408,19 +450,20 @@ export class SvmHardware {
       s.cr3 = eff.read64(VMCB_SAVE.CR3);
       s.cr4 = eff.read64(VMCB_SAVE.CR4);
     }
+    const w = eff.words;
     s.cr2 = eff.read64(VMCB_SAVE.CR2);
-    s.cr8 = CR8_VALUES[eff.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK];
+    s.cr8 = CR8_VALUES[eff.bytes[V_TPR_OFFSET] & V_TPR_MASK];
     if (!((held >>> VmcbCleanBit.DRX) & 1)) {
       s.dr6 = eff.read64(VMCB_SAVE.DR6);
       s.dr7 = eff.read64(VMCB_SAVE.DR7);
     }
-    s.rflags = eff.readLo(VMCB_SAVE.RFLAGS);
-    s.ripLo = eff.readLo(VMCB_SAVE.RIP) | 0;
-    s.ripHi = eff.readHi(VMCB_SAVE.RIP) | 0;
-    s.gprLo[4] = eff.readLo(VMCB_SAVE.RSP) | 0;
-    s.gprHi[4] = eff.readHi(VMCB_SAVE.RSP) | 0;
-    s.gprLo[0] = eff.readLo(VMCB_SAVE.RAX) | 0;
-    s.gprHi[0] = eff.readHi(VMCB_SAVE.RAX) | 0;
+    s.rflags = w[W_RFLAGS] >>> 0;
+    s.ripLo = w[W_RIP];
+    s.ripHi = w[W_RIP + 1];
+    s.gprLo[4] = w[W_RSP];
+    s.gprHi[4] = w[W_RSP + 1];
+    s.gprLo[0] = w[W_RAX];
+    s.gprHi[0] = w[W_RAX + 1];
     if (!msrsHeld) {
       s.star = eff.read64(VMCB_SAVE.STAR);
       s.lstar = eff.read64(VMCB_SAVE.LSTAR);
@@ -432,11 +475,12 @@ export class SvmHardware {
       s.sysenterEip = eff.read64(VMCB_SAVE.SYSENTER_EIP);
     }
     if (!((held >>> VmcbCleanBit.LBR) & 1)) s.debugctl = eff.read64(VMCB_SAVE.DBGCTL);
-    const np = (eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0;
+    const np = (w[W_NP_ENABLE] & NP_ENABLE_BIT) !== 0;
     // APM 15.25.8: with nested paging the guest's PAT is G_PAT.
     if (np && !((held >>> VmcbCleanBit.NP) & 1)) s.pat = eff.read64(VMCB_SAVE.G_PAT);
-    s.tscOffset = eff.read64(VMCB_CONTROL.TSC_OFFSET);
-    const shadow = (eff.readLo(VMCB_CONTROL.INTERRUPT_SHADOW) & SVM_INTERRUPT_SHADOW_MASK) !== 0;
+    // TSC_OFFSET is in group I (APM 15.15.3): held, the processor still has the one it loaded.
+    if (!((held >>> VmcbCleanBit.I) & 1)) s.tscOffset = eff.read64(VMCB_CONTROL.TSC_OFFSET);
+    const shadow = (w[W_INTERRUPT_SHADOW] & SVM_INTERRUPT_SHADOW_MASK) !== 0;
     s.stiShadow = shadow;
     s.movSsShadow = false;
     s.activity = 0;
@@ -476,12 +520,13 @@ export class SvmHardware {
         r.msrpm = this.msrpmCache;
       }
     }
-    const vIrq = (eff.read32(VMCB_CONTROL.INT_CTL) & V_IRQ_MASK) !== 0;
+    const intCtl = eff.words[W_INT_CTL];
+    const vIrq = (intCtl & V_IRQ_MASK) !== 0;
     r.irqWindowExiting = vIrq && ((r.misc1 >>> Intercept1.VINTR) & 1) === 1;
     r.shutdownExits = ((r.misc1 >>> Intercept1.SHUTDOWN) & 1) === 1;
     r.eferWriteTraps = ((r.misc2 >>> Intercept2.EFER_WRITE_TRAP) & 1) === 1;
     r.initSipiExits = ((r.misc1 >>> Intercept1.INIT) & 1) === 1;
-    if (eff.read32(VMCB_CONTROL.INT_CTL) & AVIC_ENABLE_MASK) {
+    if (intCtl & AVIC_ENABLE_MASK) {
       // APM 15.29: AVIC_ENABLE redirects the APIC BAR page to the backing page and CR8 to its TPR.
       const avic = this.avic;
       avic.load(eff.read64(VMCB_CONTROL.AVIC_APIC_BAR), eff.read64(VMCB_CONTROL.AVIC_BACKING_PAGE),
@@ -496,7 +541,7 @@ export class SvmHardware {
     // The ASID and the nested-paging walker: as the previous VMRUN set them while ASID and NP are held.
     if (!((held >>> VmcbCleanBit.ASID) & 1)) r.tlbTag = eff.read32(VMCB_CONTROL.GUEST_ASID);
     if (!((held >>> VmcbCleanBit.NP) & 1)) {
-      if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) {
+      if ((eff.words[W_NP_ENABLE] & NP_ENABLE_BIT) !== 0) {
         const ncr3 = eff.read64(VMCB_CONTROL.N_CR3);
         if (!this.walker || this.walker.nCr3 !== ncr3) this.walker = new NptWalker(this.host, ncr3, true);
         r.tdp = this.walker;
@@ -571,20 +616,28 @@ export class SvmHardware {
       vmcb.store64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
       vmcb.store64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
       vmcb.store64(VMCB_SAVE.DBGCTL, s.debugctl);
-      if ((eff.readLo(VMCB_CONTROL.NP_ENABLE) & Number(SVM_NESTED_CTL_NP_ENABLE)) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
+      if ((eff.words[W_NP_ENABLE] & NP_ENABLE_BIT) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
     }
-    vmcb.write8(VMCB_SAVE.CPL, s.cpl);
-    vmcb.store64(VMCB_SAVE.CR2, s.cr2);
-    vmcb.store64(VMCB_SAVE.DR6, s.dr6);
-    vmcb.writeHalves(VMCB_SAVE.RFLAGS, s.rflags, 0);
-    vmcb.writeHalves(VMCB_SAVE.RIP, s.ripLo, s.ripHi);
-    vmcb.writeHalves(VMCB_SAVE.RSP, s.gprLo[4], s.gprHi[4]);
-    vmcb.writeHalves(VMCB_SAVE.RAX, s.gprLo[0], s.gprHi[0]);
-    // V_TPR tracks the guest's CR8 (APM 15.21.1); V_IRQ stays as the backend left it.
-    vmcb.write8(VMCB_CONTROL.V_TPR, (vmcb.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | (Number(s.cr8) & 0xf));
-    vmcb.writeHalves(VMCB_CONTROL.INTERRUPT_SHADOW, s.stiShadow || s.movSsShadow ? SVM_INTERRUPT_SHADOW_MASK : 0, 0);
+    // The state every #VMEXIT stores, by word index (Vmcb.words; no store counter is involved:
+    // they are sampled below, after the stores).
+    const w = vmcb.words;
+    vmcb.bytes[CPL_OFFSET] = s.cpl;
+    storeBig(w, W_CR2, s.cr2);
+    storeBig(w, W_DR6, s.dr6);
+    w[W_RFLAGS] = s.rflags; w[W_RFLAGS + 1] = 0;
+    w[W_RIP] = s.ripLo; w[W_RIP + 1] = s.ripHi;
+    w[W_RSP] = s.gprLo[4]; w[W_RSP + 1] = s.gprHi[4];
+    w[W_RAX] = s.gprLo[0]; w[W_RAX + 1] = s.gprHi[0];
+    // V_TPR tracks the guest's CR8 (APM 15.21.1); V_IRQ stays as the backend left it. When the
+    // guest wrote no CR8 since VMRUN loaded it (sysWrites counts MOV to CR8) and V_TPR in memory
+    // is still what was loaded, the store writes what is there: no bigint conversion.
+    const vTpr = vmcb.bytes[V_TPR_OFFSET];
+    if (s.sysWrites !== this.entrySysWrites || (vTpr & V_TPR_MASK) !== this.entryVTpr) {
+      vmcb.bytes[V_TPR_OFFSET] = (vTpr & ~V_TPR_MASK) | (Number(s.cr8) & 0xf);
+    }
+    w[W_INTERRUPT_SHADOW] = s.stiShadow || s.movSsShadow ? SVM_INTERRUPT_SHADOW_MASK : 0; w[W_INTERRUPT_SHADOW + 1] = 0;
     // The injected event was delivered or is reported in EXITINTINFO; either way EVENTINJ is consumed.
-    vmcb.writeHalves(VMCB_CONTROL.EVENTINJ, 0, 0);
+    w[W_EVENTINJ] = 0; w[W_EVENTINJ + 1] = 0;
     this.cpu.injection.valid = false;
     this.recordExit(vmcb, this.cpu.exit);
     // The cache now holds this VMCB as stored: every group clean of writes again.
@@ -722,18 +775,25 @@ export class SvmHardware {
         code = SvmExit.INTR;
         break;
     }
+    // The exit fields, by word index (the processor's stores: no accessor, no copy-on-write).
     // EXITCODE is a 64-bit field; every code here is a small non-negative number (APM Appendix C).
-    vmcb.writeHalves(VMCB_CONTROL.EXITCODE, code, 0);
-    vmcb.writeHalves(VMCB_CONTROL.EXITINFO1, info[0], info[1]);
-    vmcb.writeHalves(VMCB_CONTROL.EXITINFO2, info[2], info[3]);
-    if (nrip === null) vmcb.writeHalves(VMCB_CONTROL.NRIP, 0, 0);
-    else vmcb.store64(VMCB_CONTROL.NRIP, nrip);
+    const w = vmcb.words;
+    w[W_EXITCODE] = code; w[W_EXITCODE + 1] = 0;
+    w[W_EXITINFO1] = info[0]; w[W_EXITINFO1 + 1] = info[1];
+    w[W_EXITINFO2] = info[2]; w[W_EXITINFO2 + 1] = info[3];
+    if (nrip === null) { w[W_NRIP] = 0; w[W_NRIP + 1] = 0; } else storeBig(w, W_NRIP, nrip);
+    // Decode assists (APM 15.8.4): GUEST_INSN_LEN and the bytes, zero when none were fetched.
+    // The four words are tested first: zero already (the usual exit) means nothing to write.
     const count = insnBytes ? Math.min(15, ex.insnBytesCount) : 0;
-    vmcb.write8(VMCB_CONTROL.GUEST_INSN_LEN, count);
-    vmcb.bytes.fill(0, VMCB_CONTROL.GUEST_INSN_BYTES.offset, VMCB_CONTROL.GUEST_INSN_BYTES.offset + 15);
-    if (count) vmcb.bytes.set(ex.insnBytes.subarray(0, count), VMCB_CONTROL.GUEST_INSN_BYTES.offset);
-    if (ex.vectoring.valid) vmcb.write64(VMCB_CONTROL.EXITINTINFO, encodeVectoring(ex));
-    else vmcb.writeHalves(VMCB_CONTROL.EXITINTINFO, 0, 0);
+    if (count !== 0) {
+      const b = vmcb.bytes;
+      b[INSN_LEN_OFFSET] = count;
+      for (let i = 0; i < 15; i++) b[INSN_BYTES_OFFSET + i] = i < count ? ex.insnBytes[i] : 0;
+    } else if ((w[W_INSN] | w[W_INSN + 1] | w[W_INSN + 2] | w[W_INSN + 3]) !== 0) {
+      w[W_INSN] = 0; w[W_INSN + 1] = 0; w[W_INSN + 2] = 0; w[W_INSN + 3] = 0;
+    }
+    if (ex.vectoring.valid) storeBig(w, W_EXITINTINFO, encodeVectoring(ex));
+    else { w[W_EXITINTINFO] = 0; w[W_EXITINTINFO + 1] = 0; }
   }
 }
 

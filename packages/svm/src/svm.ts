@@ -75,6 +75,20 @@ const FASTPATH_CPUID = handleFastpathCpuid;
 const FASTPATH_INVD = handleFastpathInvd;
 const CPUID_NAME = svmExitName(SvmExit.CPUID);
 const INVD_NAME = svmExitName(SvmExit.INVD);
+/**
+ * Word indexes (Vmcb.words) of the fields the exit path reads and writes each exit. RAX, RSP,
+ * RIP, INTERRUPT_SHADOW and the exit fields belong to no clean-bit group and no store counter
+ * (vmcb.ts), so a direct word access is what the accessors would do.
+ */
+const W_RAX = VMCB_SAVE.RAX.offset >> 2;
+const W_RSP = VMCB_SAVE.RSP.offset >> 2;
+const W_RIP = VMCB_SAVE.RIP.offset >> 2;
+const W_NRIP = VMCB_CONTROL.NRIP.offset >> 2;
+const W_EXITCODE = VMCB_CONTROL.EXITCODE.offset >> 2;
+const W_EXITINTINFO = VMCB_CONTROL.EXITINTINFO.offset >> 2;
+const W_INTERRUPT_SHADOW = VMCB_CONTROL.INTERRUPT_SHADOW.offset >> 2;
+/** Intercept vector 0 bit 24: CR8 writes (crWriteBit(8), APM Table B-1). */
+const CR8_WRITE_BIT = crWriteBit(8);
 /** CR8 values as bigints (V_TPR is 4 bits): no BigInt built per exit. */
 const CR8_VALUES: readonly bigint[] = Array.from({ length: 16 }, (_, i) => BigInt(i));
 /** enum kvm_apicv_inhibit (5.8): the reasons AVIC can honour. */
@@ -446,9 +460,9 @@ export class SvmBackend implements X86Ops {
       return;
     }
     switch (reg) {
-      case REG_RAX: a.regs32[2 * REG_RAX] = v.readLo(VMCB_SAVE.RAX); a.regs32[2 * REG_RAX + 1] = v.readHi(VMCB_SAVE.RAX); break;
-      case REG_RSP: a.regs32[2 * REG_RSP] = v.readLo(VMCB_SAVE.RSP); a.regs32[2 * REG_RSP + 1] = v.readHi(VMCB_SAVE.RSP); break;
-      case REG_RIP: a.regs32[2 * REG_RIP] = v.readLo(VMCB_SAVE.RIP); a.regs32[2 * REG_RIP + 1] = v.readHi(VMCB_SAVE.RIP); break;
+      case REG_RAX: a.regs32[2 * REG_RAX] = v.words[W_RAX]; a.regs32[2 * REG_RAX + 1] = v.words[W_RAX + 1]; break;
+      case REG_RSP: a.regs32[2 * REG_RSP] = v.words[W_RSP]; a.regs32[2 * REG_RSP + 1] = v.words[W_RSP + 1]; break;
+      case REG_RIP: a.regs32[2 * REG_RIP] = v.words[W_RIP]; a.regs32[2 * REG_RIP + 1] = v.words[W_RIP + 1]; break;
       case KvmReg.CR3: if (svmModuleParams.npt) a.cr3 = v.read64(VMCB_SAVE.CR3); break;
       case KvmReg.CR0:
         a.cr0 = (a.cr0 & ~a.cr0GuestOwnedBits) | (v.read64(VMCB_SAVE.CR0) & a.cr0GuestOwnedBits);
@@ -529,13 +543,17 @@ export class SvmBackend implements X86Ops {
     // RAX/RSP/RIP live in the save area: a cached copy is either unchanged or dirty.
     const r32 = a.regs32;
     const dirty = a.regsDirty;
-    if (dirty & (1 << REG_RAX)) v.writeHalves(VMCB_SAVE.RAX, r32[2 * REG_RAX], r32[2 * REG_RAX + 1]);
-    if (dirty & (1 << REG_RSP)) v.writeHalves(VMCB_SAVE.RSP, r32[2 * REG_RSP], r32[2 * REG_RSP + 1]);
-    if (dirty & (1 << REG_RIP)) v.writeHalves(VMCB_SAVE.RIP, r32[2 * REG_RIP], r32[2 * REG_RIP + 1]);
+    const w = v.words;
+    if (dirty & (1 << REG_RAX)) { w[W_RAX] = r32[2 * REG_RAX]; w[W_RAX + 1] = r32[2 * REG_RAX + 1]; }
+    if (dirty & (1 << REG_RSP)) { w[W_RSP] = r32[2 * REG_RSP]; w[W_RSP + 1] = r32[2 * REG_RSP + 1]; }
+    if (dirty & (1 << REG_RIP)) { w[W_RIP] = r32[2 * REG_RIP]; w[W_RIP + 1] = r32[2 * REG_RIP + 1]; }
     this.preSvmRun(svm);
     v.write64(VMCB_SAVE.CR2, a.cr2);
-    // sync_lapic_to_cr8: the guest's TPR rides in V_TPR unless CR8 writes exit.
-    if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) {
+    // sync_lapic_to_cr8: the guest's TPR rides in V_TPR unless CR8 writes exit (the intercept
+    // vector is the backend's: VMRUN and #VMEXIT leave it as it is, so it is read once here).
+    const cr8Exits = (v.read32(VMCB_CONTROL.INTERCEPT_CR) >>> CR8_WRITE_BIT) & 1;
+    // V_TPR already holding the TPR (the usual case) is left alone: no bigint conversion.
+    if (!cr8Exits && a.cr8 !== CR8_VALUES[v.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK]) {
       v.write8(VMCB_CONTROL.V_TPR, (v.read8(VMCB_CONTROL.V_TPR) & ~V_TPR_MASK) | (a.cr8 < 16n ? Number(a.cr8) : Number(a.cr8 & 0xfn)));
     }
     // __svm_vcpu_run: the GPRs the VMCB does not hold go into the processor around VMRUN. They
@@ -551,15 +569,16 @@ export class SvmBackend implements X86Ops {
     s.tscAux = svm.tscAux;
     const used = s.instructionsRetired - svm.budgetStart;
     const budget = Math.max(1, vcpu.runBudget - used);
-    const res = svm.hw.vmrun(v, budget);
-    svm.lastFailure = res.failure;
-    if (!res.failure) {
+    svm.hw.vmrun(v, budget);
+    const failure = svm.hw.failure;
+    svm.lastFailure = failure;
+    if (!failure) {
       svm.tscAux = s.tscAux;
       a.regsAvail &= ~(SVM_LAZY_REGS | SVM_PROCESSOR_GPRS);
       a.regsDirty = 0;
       a.cr2 = v.read64(VMCB_SAVE.CR2);
       // sync_cr8_to_lapic
-      if (!svmTestInterceptBit(svm, 'CR', crWriteBit(8))) {
+      if (!cr8Exits) {
         const cr8 = CR8_VALUES[v.read8(VMCB_CONTROL.V_TPR) & V_TPR_MASK];
         // kvm_set_cr8 → kvm_lapic_set_tpr: the in-kernel APIC's TPR follows at once.
         if (cr8 !== a.cr8) { a.cr8 = cr8; vcpu.kvm.irqchip?.lapic(vcpu)?.syncCr8(); }
@@ -571,9 +590,9 @@ export class SvmBackend implements X86Ops {
       svm.nextRip = 0n;
       this.completeInterrupts(vcpu, svm);
     }
-    v.write8(VMCB_CONTROL.TLB_CONTROL, TlbControl.DO_NOTHING);
+    if (v.read8(VMCB_CONTROL.TLB_CONTROL) !== TlbControl.DO_NOTHING) v.write8(VMCB_CONTROL.TLB_CONTROL, TlbControl.DO_NOTHING);
     v.markAllClean();
-    return res.failure || svm.hostError ? FASTPATH_NONE : this.exitHandlersFastpath(vcpu);
+    return failure || svm.hostError ? FASTPATH_NONE : this.exitHandlersFastpath(vcpu);
   }
 
   /**
@@ -583,9 +602,9 @@ export class SvmBackend implements X86Ops {
    * order. The exit is counted as handleExit would have counted it.
    */
   exitHandlersFastpath(vcpu: KvmVcpu): ExitFastpathCompletion {
-    const v = svmOf(vcpu).vmcb;
-    if (v.readHi(VMCB_CONTROL.EXITCODE) !== 0 || v.readLo(VMCB_CONTROL.EXITINTINFO) & SVM_EVTINJ_VALID || vcpu.kvm.traceActive) return FASTPATH_NONE;
-    switch (v.readLo(VMCB_CONTROL.EXITCODE)) {
+    const w = svmOf(vcpu).vmcb.words;
+    if (w[W_EXITCODE + 1] !== 0 || w[W_EXITINTINFO] & SVM_EVTINJ_VALID || vcpu.kvm.traceActive) return FASTPATH_NONE;
+    switch (w[W_EXITCODE]) {
       case SvmExit.CPUID:
         vcpu.countExit(CPUID_NAME);
         return FASTPATH_CPUID(vcpu);
@@ -613,7 +632,7 @@ export class SvmBackend implements X86Ops {
     a.exception.pending = false;
     a.exception.injected = false;
     a.interrupt.injected = false;
-    const lo = v.readLo(VMCB_CONTROL.EXITINTINFO);
+    const lo = v.words[W_EXITINTINFO] >>> 0;
     if (!(lo & SVM_EVTINJ_VALID)) return;
     const info = v.read64(VMCB_CONTROL.EXITINTINFO);
     vcpu.makeRequest(KvmReq.EVENT);
@@ -704,10 +723,11 @@ export class SvmBackend implements X86Ops {
   skipEmulatedInstruction(vcpu: KvmVcpu): number {
     const svm = svmOf(vcpu);
     const v = svm.vmcb;
-    if (svmModuleParams.nrips && (v.readLo(VMCB_CONTROL.NRIP) | v.readHi(VMCB_CONTROL.NRIP)) !== 0) {
+    const lo = v.words[W_NRIP], hi = v.words[W_NRIP + 1];
+    if (svmModuleParams.nrips && (lo | hi) !== 0) {
       // nRIP as 32-bit halves; the bigint (svm->next_rip) comes from the VMCB's value cache.
       svm.nextRip = v.read64(VMCB_CONTROL.NRIP);
-      vcpu.registerWriteHalves(REG_RIP, v.readLo(VMCB_CONTROL.NRIP), v.readHi(VMCB_CONTROL.NRIP));
+      vcpu.registerWriteHalves(REG_RIP, lo, hi);
     } else if (svm.nextRip === 0n) {
       internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, 'svm: cannot skip the instruction: no nRIP was saved for this exit');
       return 0;
@@ -717,10 +737,9 @@ export class SvmBackend implements X86Ops {
   }
 
   setInterruptShadow(vcpu: KvmVcpu, mask: number): void {
-    const v = svmOf(vcpu).vmcb;
-    const lo = v.readLo(VMCB_CONTROL.INTERRUPT_SHADOW);
-    const want = mask ? lo | SVM_INTERRUPT_SHADOW_MASK : lo & ~SVM_INTERRUPT_SHADOW_MASK;
-    if (want !== lo) v.writeHalves(VMCB_CONTROL.INTERRUPT_SHADOW, want, v.readHi(VMCB_CONTROL.INTERRUPT_SHADOW));
+    const w = svmOf(vcpu).vmcb.words;
+    const lo = w[W_INTERRUPT_SHADOW];
+    w[W_INTERRUPT_SHADOW] = mask ? lo | SVM_INTERRUPT_SHADOW_MASK : lo & ~SVM_INTERRUPT_SHADOW_MASK;
   }
   getInterruptShadow(vcpu: KvmVcpu): number {
     const v = svmOf(vcpu).vmcb;

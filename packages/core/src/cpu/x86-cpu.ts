@@ -949,6 +949,8 @@ export class X86Cpu {
   getArith(): number {
     const op = this.fOp;
     if (op === F_EAGER) return this.fE;
+    // Logical instructions clear CF, OF and AF (AF undefined: 0 here, as everywhere in this processor).
+    if (op === F_LOGIC) return this.getPF() | this.getZF() | this.getSF();
     return this.getCF() | this.getPF() | this.getAF() | this.getZF() | this.getSF() | this.getOF();
   }
   /** internal: set all six status flags eagerly from `f` (RFLAGS bit positions). */

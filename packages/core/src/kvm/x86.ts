@@ -240,15 +240,18 @@ const FASTPATH_EXIT_HANDLED = ExitFastpathCompletion.EXIT_FASTPATH_EXIT_HANDLED;
  * kvm_vcpu_exit_request, for a re-entry from the exit fastpath: the guest may run again without
  * the slow path only if nothing the slow path does before an entry has work — no request
  * (events to inject, TLB flushes, …), no INIT/SIPI to accept and no TPR to sync, no timer due,
- * no interrupt window userspace waits for — and this KVM_RUN's slice is not spent. The per-entry
- * work of vcpu_run (vcpuPreRun, runExpired) runs here exactly as it would there.
+ * no interrupt window userspace waits for — and this KVM_RUN's slice is not spent. Timers that
+ * fell due fire here (runExpired) exactly as vcpu_run would fire them before its next entry.
  */
 function kvmVcpuExitRequest(vcpu: KvmVcpu): boolean {
   const kvm = vcpu.kvm;
   const run = vcpu.run;
   if (++vcpu.runExits >= MAX_EXITS_PER_RUN || vcpu.cpu.state.instructionsRetired - vcpu.runStartRetired >= vcpu.runBudget) return true;
   if (run.immediateExit || (!kvm.irqchipInKernel && run.requestInterruptWindow) || kvm.tracing('kvm_entry')) return true;
-  kvm.irqchip?.vcpuPreRun(vcpu);
+  // INIT/SIPI to accept (kvm_apic_accept_events). The TPR needs no sync here: no fastpath
+  // handler writes CR8 (vcpuPreRun's syncCr8 is for the slow path's CR8 exits and SET_SREGS).
+  const apic = vcpu.arch.apic;
+  if (apic !== null && apic.pendingEvents !== 0) return true;
   kvm.clock.runExpired(vcpu);
   return vcpu.requests !== 0 || vcpu.arch.mpState !== KvmMpState.RUNNABLE;
 }

@@ -19,21 +19,28 @@ for (let bit = 0; bit < VmcbCleanBit.COUNT; bit++) {
   }
   GROUP_WORDS.push(Int32Array.from(words));
 }
-/** The save area's segment and descriptor-table slots (APM Table B-2: ES at 0x400 … TR ending at 0x4a0). */
-const SEG_SLOTS_START = VMCB_SAVE.ES.offset;
-const SEG_SLOTS_END = VMCB_SAVE.TR.offset + 16;
-/** The save area's STAR, LSTAR, CSTAR, SFMASK, KernelGSBase and SYSENTER_CS/ESP/EIP slots (0x600–0x63f). */
-const MSR_SLOTS_START = VMCB_SAVE.STAR.offset;
-const MSR_SLOTS_END = VMCB_SAVE.SYSENTER_EIP.offset + 8;
-/** The save area's EFER, CR4/CR3/CR0/DR7/DR6, G_PAT and DBGCTL slots (APM Table B-2). */
-const EFER_SLOT = VMCB_SAVE.EFER.offset;
-const CRX_SLOTS_START = VMCB_SAVE.CR4.offset;
-const CRX_SLOTS_END = VMCB_SAVE.DR6.offset + 8;
-const G_PAT_SLOT = VMCB_SAVE.G_PAT.offset;
-const DBGCTL_SLOT = VMCB_SAVE.DBGCTL.offset;
+/**
+ * Which store counter (Vmcb.segStores / msrStores / sysStores) a write to each 4-byte word of
+ * the page bumps, 0 for none: the save area's segment and descriptor-table slots (ES at 0x400
+ * … TR ending at 0x4a0, APM Table B-2), the VMLOAD/VMSAVE MSR slots STAR … SYSENTER_EIP
+ * (0x600–0x63f), and the EFER, CR4/CR3/CR0/DR7/DR6, G_PAT and DBGCTL slots.
+ */
+const SEG_COUNTER = 1;
+const MSR_COUNTER = 2;
+const SYS_COUNTER = 3;
+const COUNTER_OF_WORD = new Uint8Array(VMCB_SIZE >> 2);
+function countWords(start: number, end: number, counter: number): void {
+  for (let w = start >> 2; w < end >> 2; w++) COUNTER_OF_WORD[w] = counter;
+}
+countWords(VMCB_SAVE.ES.offset, VMCB_SAVE.TR.offset + 16, SEG_COUNTER);
+countWords(VMCB_SAVE.STAR.offset, VMCB_SAVE.SYSENTER_EIP.offset + 8, MSR_COUNTER);
+countWords(VMCB_SAVE.CR4.offset, VMCB_SAVE.DR6.offset + 8, SYS_COUNTER);
+for (const fld of [VMCB_SAVE.EFER, VMCB_SAVE.G_PAT, VMCB_SAVE.DBGCTL]) countWords(fld.offset, fld.offset + 8, SYS_COUNTER);
 /** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
 const CONV64 = new BigUint64Array(1);
 const CONV32 = new Uint32Array(CONV64.buffer);
+// The VMCB is little-endian (APM Appendix B); `words` and CONV32 use the host's byte order.
+if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('tsvisor/svm needs a little-endian host');
 
 /** Every group marked at once (the processor's own #VMEXIT stores take no snapshot). */
 export const ALL_CLEAN_GROUPS = (1 << VmcbCleanBit.COUNT) - 1;
@@ -46,6 +53,13 @@ export const ALL_CLEAN_GROUPS = (1 << VmcbCleanBit.COUNT) - 1;
 export class Vmcb {
   readonly view: DataView;
   readonly bytes: Uint8Array;
+  /**
+   * The page as little-endian 32-bit words (index = offset / 4; the page is 4 KiB aligned).
+   * The emulated processor's own VMRUN loads and #VMEXIT stores go through it by word index
+   * (hardware.ts): no accessor call, no copy-on-write check (#VMEXIT marks every group written
+   * before it stores) and no store counter (it samples them after its stores).
+   */
+  readonly words: Int32Array;
   /**
    * The last 64-bit value read at each 8-byte slot, with the 32-bit halves it was made from:
    * read64 of an unchanged field returns that bigint instead of building a new one (the halves
@@ -73,14 +87,20 @@ export class Vmcb {
   segStores = 0;
   /** The same for the VMLOAD/VMSAVE MSR slots STAR…SYSENTER_EIP (offsets 0x600–0x63f). */
   msrStores = 0;
-  /** The same for the EFER, CR0/CR3/CR4, DR6/DR7, G_PAT and DBGCTL slots. */
+  /**
+   * The same for the EFER, CR0/CR3/CR4, DR6/DR7, G_PAT and DBGCTL slots. (The DR6 store of every
+   * #VMEXIT goes through `words`, uncounted: the hardware samples the counters after its stores.)
+   */
   sysStores = 0;
 
   /** `bytes`: the 4 KiB page; `pa`: its host-physical address (-1 for a processor-internal copy). */
   constructor(bytes: Uint8Array, readonly pa: number) {
     if (bytes.length !== VMCB_SIZE) throw new RangeError(`a VMCB is ${VMCB_SIZE} bytes, got ${bytes.length}`);
+    // APM 15.5: the VMCB is 4 KiB aligned in physical memory, so its words are aligned in the host buffer too.
+    if (bytes.byteOffset & 3) throw new RangeError(`a VMCB must be 4-byte aligned in its buffer, got offset ${bytes.byteOffset}`);
     this.bytes = bytes;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, VMCB_SIZE);
+    this.words = new Int32Array(bytes.buffer, bytes.byteOffset, VMCB_SIZE >> 2);
   }
 
   /** The VMCB at host-physical `pa`. */
@@ -146,15 +166,16 @@ export class Vmcb {
 
   /** Before a write at `off`: the first write to a clean-bit group since #VMEXIT saves the group's words. */
   private touch(off: number): void {
-    if (off >= SEG_SLOTS_START && off < SEG_SLOTS_END) this.segStores++;
-    else if (off >= MSR_SLOTS_START && off < MSR_SLOTS_END) this.msrStores++;
-    else if ((off >= CRX_SLOTS_START && off < CRX_SLOTS_END) || (off & ~7) === EFER_SLOT ||
-      (off & ~7) === G_PAT_SLOT || (off & ~7) === DBGCTL_SLOT) this.sysStores++;
-    const g = GROUP_OF_WORD[off >> 2];
+    const w = off >> 2;
+    const counter = COUNTER_OF_WORD[w];
+    if (counter === SEG_COUNTER) this.segStores++;
+    else if (counter === MSR_COUNTER) this.msrStores++;
+    else if (counter === SYS_COUNTER) this.sysStores++;
+    const g = GROUP_OF_WORD[w];
     if (g < 0 || (this.writtenGroups >>> g) & 1) return;
     this.writtenGroups |= 1 << g;
     const words = GROUP_WORDS[g];
-    for (let i = 0; i < words.length; i++) this.cachedWords[words[i]] = this.view.getInt32(words[i] << 2, true);
+    for (let i = 0; i < words.length; i++) this.cachedWords[words[i]] = this.words[words[i]];
   }
 
   /** The 64-bit value at `off`: the cached bigint while memory still holds its halves. */
