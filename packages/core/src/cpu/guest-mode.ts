@@ -122,13 +122,41 @@ export interface VectoringInfo {
  * What the processor reports on a stop. One preallocated object per processor, overwritten
  * on each stop (no allocation per exit). Fields not relevant to `kind` are stale.
  */
+const NO_BYTES = new Uint8Array(0);
+
 export class GuestExit {
   kind = GuestExitKind.NONE;
   insn = InterceptInsn.CPUID;
   /** Length of the instruction that caused the exit (0 when none). */
   insnLength = 0;
-  /** Up to 15 bytes of that instruction (SVM decode assists: guest instruction bytes). */
-  readonly insnBytes = new Uint8Array(15);
+  /**
+   * Up to 15 bytes of that instruction (SVM decode assists: guest instruction bytes; the bytes
+   * past `insnBytesCount` are zero). An instruction exit only notes which instruction it was
+   * (`insnBytesFrom`): the bytes are copied here when first read, as few exits need them.
+   */
+  get insnBytes(): Uint8Array {
+    const src = this.bytesSource;
+    if (src !== null) {
+      this.bytesSource = null;
+      const out = this.bytes;
+      const n = src.length < 15 ? src.length : 15;
+      for (let i = 0; i < n; i++) out[i] = src[i];
+      out.fill(0, n);
+    }
+    return this.bytes;
+  }
+  private readonly bytes = new Uint8Array(15);
+  private bytesSource: Uint8Array | null = null;
+  /** The exit's instruction bytes are `src` (an instruction's own bytes, never modified): copied when read. */
+  insnBytesFrom(src: Uint8Array): void {
+    this.bytesSource = src;
+    this.insnBytesCount = src.length;
+  }
+  /** No instruction bytes for this exit (count 0, bytes zero). */
+  noInsnBytes(): void {
+    this.bytesSource = NO_BYTES;
+    this.insnBytesCount = 0;
+  }
   insnBytesCount = 0;
   /** Guest RIP of the instruction after the exiting one (SVM nRIP). */
   nextRip = 0n;

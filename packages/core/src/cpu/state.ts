@@ -155,6 +155,12 @@ export class CpuState {
   }
   /** Advance the TSC counter by the non-negative integer `n` (wraps mod 2^64; no BigInt below 2^53). */
   addTsc(n: number): void {
+    // The common case (every exit): the low half does not carry.
+    const lo = (this.tscLo >>> 0) + n;
+    if (lo < TWO32 && n >= 0) {
+      this.tscLo = lo | 0;
+      return;
+    }
     const v = this.tscHi * TWO32 + (this.tscLo >>> 0) + n;
     if (v <= Number.MAX_SAFE_INTEGER) this.setTscNumber(v);
     else this.tsc = BigInt.asIntN(64, this.tsc + BigInt(n));

@@ -806,7 +806,7 @@ export function opMovToCr(c: X86Cpu, o: Op): number {
       // TPR virtualization asked for a trap-like exit (TPR below threshold, SDM 29.1.2): after the instruction.
       c.exitInsn(c.exit.kind, o);
       const ex = c.exit;
-      ex.insnLength = 0; ex.insnBytesCount = 0;
+      ex.insnLength = 0; ex.noInsnBytes();
       c.rip = c.nextRip(o);
       ex.nextRip = c.ripBig(c.rip);
       c.retired++;

@@ -319,7 +319,7 @@ function exitTaskSwitch(c: X86Cpu, o: Op | null, sel: number, source: number, ha
   if (o) c.exitInsn(GuestExitKind.TASK_SWITCH, o);
   else {
     ex.kind = GuestExitKind.TASK_SWITCH;
-    ex.insnBytesCount = 0;
+    ex.noInsnBytes();
     ex.vectoring.valid = false;
     ex.nextRip = c.ripBig(c.rip);
     // INT n / INT3 / INTO through a task gate: deliverEvent's exit path moves RIP back to the

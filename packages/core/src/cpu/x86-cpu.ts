@@ -1067,12 +1067,7 @@ export class X86Cpu {
     const ex = this.exit;
     ex.kind = kind;
     ex.insnLength = op.len;
-    const b = op.bytes;
-    const out = ex.insnBytes;
-    const n = b.length < 15 ? b.length : 15;
-    for (let i = 0; i < n; i++) out[i] = b[i];
-    for (let i = n; i < out.length; i++) out[i] = 0;
-    ex.insnBytesCount = b.length;
+    ex.insnBytesFrom(op.bytes);
     // The same instruction exiting again (a loop) reuses the bigint of its next RIP.
     const next = this.nextRip(op);
     if (next !== this.exitNextRipNum) {
@@ -1327,7 +1322,7 @@ export class X86Cpu {
   private fillBoundaryExit(): void {
     const ex = this.exit;
     ex.insnLength = 0;
-    ex.insnBytesCount = 0;
+    ex.noInsnBytes();
     ex.nextRip = this.ripBig(this.rip);
     ex.vectoring.valid = false;
   }
@@ -1369,12 +1364,10 @@ export class X86Cpu {
     const op = this.curOp;
     if (op && this.dlvValid === false) {
       ex.insnLength = op.len;
-      ex.insnBytesCount = op.bytes.length;
-      ex.insnBytes.fill(0);
-      ex.insnBytes.set(op.bytes.subarray(0, 15));
+      ex.insnBytesFrom(op.bytes);
     } else {
       ex.insnLength = 0;
-      ex.insnBytesCount = 0;
+      ex.noInsnBytes();
     }
     ex.nextRip = this.ripBig(this.rip);
     this.pend = PEND_EXIT;
@@ -1783,12 +1776,10 @@ export class X86Cpu {
         ex.access = access;
         ex.insnLength = this.curOp ? this.curOp.len : 0;
         if (this.curOp) {
-          ex.insnBytes.fill(0);
-          ex.insnBytes.set(this.curOp.bytes.subarray(0, 15));
-          ex.insnBytesCount = this.curOp.bytes.length;
+          ex.insnBytesFrom(this.curOp.bytes);
           ex.nextRip = this.ripBig(this.nextRip(this.curOp));
         } else {
-          ex.insnBytesCount = 0;
+          ex.noInsnBytes();
           ex.nextRip = this.ripBig(this.rip);
         }
         ex.vectoring.valid = false;
@@ -2045,13 +2036,11 @@ export class X86Cpu {
     ex.vectoring.valid = false;
     if (op) {
       ex.insnLength = op.len;
-      ex.insnBytes.fill(0);
-      ex.insnBytes.set(op.bytes.subarray(0, 15));
-      ex.insnBytesCount = op.bytes.length;
+      ex.insnBytesFrom(op.bytes);
       ex.nextRip = this.ripBig(this.nextRip(op));
     } else {
       ex.insnLength = 0;
-      ex.insnBytesCount = 0;
+      ex.noInsnBytes();
       ex.nextRip = this.ripBig(this.rip);
     }
     this.pend = PEND_EXIT;

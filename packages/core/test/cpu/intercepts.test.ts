@@ -27,6 +27,24 @@ describe('guest-mode intercepts', () => {
     expect(m.cpu.state.instructionsRetired).toBe(0);
   });
 
+  it('the exit reports exactly the exiting instruction\'s bytes, zero past them, whichever exit came before', () => {
+    const m = setup();
+    m.rules.insn[InterceptInsn.CPUID] = 1;
+    m.rules.insn[InterceptInsn.INVLPG] = 1;
+    m.cpu.state.rip = 0x1014n; // invlpg [rax+8]
+    expect(m.cpu.runGuest(m.rules, 10)).toBe(GuestExitKind.INSTRUCTION);
+    expect(m.cpu.exit.insn).toBe(InterceptInsn.INVLPG);
+    // Not read: the next exit's bytes must not keep any of these four.
+    m.cpu.state.rip = 0x1000n;
+    expect(m.cpu.runGuest(m.rules, 10)).toBe(GuestExitKind.INSTRUCTION);
+    expect(m.cpu.exit.insnBytesCount).toBe(2);
+    expect([...m.cpu.exit.insnBytes]).toEqual([0x0f, 0xa2, ...new Array(13).fill(0)]);
+    m.cpu.state.rip = 0x1014n;
+    m.cpu.runGuest(m.rules, 10);
+    expect(m.cpu.exit.insnBytesCount).toBe(4);
+    expect([...m.cpu.exit.insnBytes]).toEqual([0x0f, 0x01, 0x78, 0x08, ...new Array(11).fill(0)]);
+  });
+
   it('CPUID not intercepted reports the vendor string', () => {
     for (const [v, s] of [['intel', 'GenuineIntel'], ['amd', 'AuthenticAMD']] as const) {
       const m = setup(v);

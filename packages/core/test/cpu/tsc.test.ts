@@ -78,3 +78,21 @@ describe('TSC time source', () => {
     expect(m.cpu.state.tsc).toBe(BigInt(0x1234 - 10));
   });
 });
+
+describe('the TSC counter (CpuState halves)', () => {
+  it('adds across the 32-bit boundary, from below zero, and wraps at 2^64', async () => {
+    const { CpuState } = await import('../../src/cpu/state');
+    const s = new CpuState();
+    s.tsc = 0xffff_fff0n;
+    s.addTsc(0x20);
+    expect(s.tsc).toBe(0x1_0000_0010n);
+    s.addTsc(5);
+    expect(s.tsc).toBe(0x1_0000_0015n);
+    s.tsc = -5n;
+    s.addTsc(10);
+    expect(s.tsc).toBe(5n);
+    s.tsc = -1n; // 2^64 - 1 as an unsigned count
+    s.addTsc(1);
+    expect(BigInt.asUintN(64, s.tsc)).toBe(0n);
+  });
+});
