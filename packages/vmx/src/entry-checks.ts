@@ -376,9 +376,13 @@ function badGuestPdpte(v: Vmcs): number {
  * entry: RIP and RSP change at nearly every exit, so the VMCS generation ignores them.
  */
 export function checkGuestRip(v: Vmcs): EntryCheckResult {
-  const ia32e = (v.read32(F.VM_ENTRY_CONTROLS) & D.VM_ENTRY_IA32E_MODE) !== 0;
-  const longCs = ia32e && (v.read32(F.GUEST_CS_AR_BYTES) & 0x2000) !== 0;
-  if (!longCs && v.readHigh(F.GUEST_RIP)) return guest('RIP bits 63:32 must be 0 outside 64-bit mode');
-  if (longCs && !natCanonical(v, F.GUEST_RIP)) return guest('RIP must be canonical in 64-bit mode');
-  return OK;
+  // Every entry runs this: the fields are read by slot (no per-read encoding check).
+  const lo = v.lo;
+  const ripHi = v.hi[S_RIP];
+  const longCs = (lo[S_ENTRY_CONTROLS] & D.VM_ENTRY_IA32E_MODE) !== 0 && (lo[S_CS_AR] & 0x2000) !== 0;
+  if (longCs ? canonicalHigh(ripHi) : ripHi === 0) return OK;
+  return guest(longCs ? 'RIP must be canonical in 64-bit mode' : 'RIP bits 63:32 must be 0 outside 64-bit mode');
 }
+const S_RIP = Vmcs.slotOf(F.GUEST_RIP);
+const S_ENTRY_CONTROLS = Vmcs.slotOf(F.VM_ENTRY_CONTROLS);
+const S_CS_AR = Vmcs.slotOf(F.GUEST_CS_AR_BYTES);

@@ -176,13 +176,15 @@ export function idtVectoringInfo(e: GuestExit): { info: number; errorCode: numbe
  * carry the vector (SDM 25.7.1).
  */
 export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRecord): VmxExitRecord {
-  out.qualification = 0n;
+  // The 64-bit fields are reset only when an earlier exit set them: storing a bigint into the
+  // record costs a write barrier at every exit, comparing it does not.
+  if (out.qualification !== 0n) out.qualification = 0n;
   out.intrInfo = 0;
   out.intrErrorCode = 0;
   out.instructionLength = 0;
   out.instructionInfo = 0;
-  out.guestPhysicalAddress = 0n;
-  out.guestLinearAddress = 0n;
+  if (out.guestPhysicalAddress !== 0n) out.guestPhysicalAddress = 0n;
+  if (out.guestLinearAddress !== 0n) out.guestLinearAddress = 0n;
   switch (e.kind) {
     case K.BUDGET:
     case K.EXTERNAL_INTERRUPT:
@@ -327,28 +329,61 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
   return out;
 }
 
-/** Store an encoded exit into the VMCS's read-only exit-information fields (SDM 28.2). */
-export function recordExit(vmcs: Vmcs, r: VmxExitRecord, e: GuestExit): void {
-  vmcs.exitWrite32(F.VM_EXIT_REASON, r.reason);
-  const q = r.qualification;
-  if (q === 0n) vmcs.exitWriteNum(F.EXIT_QUALIFICATION, 0);
-  else vmcs.exitWriteNat(F.EXIT_QUALIFICATION, q);
-  vmcs.exitWrite32(F.VM_EXIT_INTR_INFO, r.intrInfo);
-  vmcs.exitWrite32(F.VM_EXIT_INTR_ERROR_CODE, r.intrErrorCode);
-  vmcs.exitWrite32(F.VM_EXIT_INSTRUCTION_LEN, r.instructionLength);
-  vmcs.exitWrite32(F.VMX_INSTRUCTION_INFO, r.instructionInfo);
-  if (r.guestPhysicalAddress === 0n) vmcs.exitWriteNum(F.GUEST_PHYSICAL_ADDRESS, 0);
-  else vmcs.exitWriteNat(F.GUEST_PHYSICAL_ADDRESS, r.guestPhysicalAddress);
-  if (r.guestLinearAddress === 0n) vmcs.exitWriteNum(F.GUEST_LINEAR_ADDRESS, 0);
-  else vmcs.exitWriteNat(F.GUEST_LINEAR_ADDRESS, r.guestLinearAddress);
+const S_EXIT_REASON = Vmcs.exitSlotOf(F.VM_EXIT_REASON);
+const S_QUALIFICATION = Vmcs.exitSlotOf(F.EXIT_QUALIFICATION);
+const S_INTR_INFO = Vmcs.exitSlotOf(F.VM_EXIT_INTR_INFO);
+const S_INTR_ERROR_CODE = Vmcs.exitSlotOf(F.VM_EXIT_INTR_ERROR_CODE);
+const S_INSTRUCTION_LEN = Vmcs.exitSlotOf(F.VM_EXIT_INSTRUCTION_LEN);
+const S_INSTRUCTION_INFO = Vmcs.exitSlotOf(F.VMX_INSTRUCTION_INFO);
+const S_GUEST_PHYSICAL = Vmcs.exitSlotOf(F.GUEST_PHYSICAL_ADDRESS);
+const S_GUEST_LINEAR = Vmcs.exitSlotOf(F.GUEST_LINEAR_ADDRESS);
+const S_IDT_VECTORING_INFO = Vmcs.exitSlotOf(F.IDT_VECTORING_INFO_FIELD);
+const S_IDT_VECTORING_ERROR = Vmcs.exitSlotOf(F.IDT_VECTORING_ERROR_CODE);
+/** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
+const CONV64 = new BigUint64Array(1);
+const CONV32 = new Uint32Array(CONV64.buffer);
+
+/**
+ * Store an encoded exit into the VMCS's read-only exit-information fields (SDM 28.2): every
+ * field every exit, as the SDM has every exit write them (fields an exit does not use hold 0
+ * here, where the SDM leaves some undefined). The processor's own stores, by slot. Returns the
+ * IDT-vectoring information field (vmx->idt_vectoring_info).
+ */
+export function recordExit(vmcs: Vmcs, r: VmxExitRecord, e: GuestExit): number {
+  const lo = vmcs.lo, hi = vmcs.hi;
+  lo[S_EXIT_REASON] = r.reason;
+  lo[S_INTR_INFO] = r.intrInfo;
+  lo[S_INTR_ERROR_CODE] = r.intrErrorCode;
+  lo[S_INSTRUCTION_LEN] = r.instructionLength;
+  lo[S_INSTRUCTION_INFO] = r.instructionInfo;
+  const q = r.qualification, gpa = r.guestPhysicalAddress, gla = r.guestLinearAddress;
+  if (q === 0n && gpa === 0n && gla === 0n) {
+    // Most exits use none of the 64-bit fields: no conversion.
+    lo[S_QUALIFICATION] = hi[S_QUALIFICATION] = 0;
+    lo[S_GUEST_PHYSICAL] = hi[S_GUEST_PHYSICAL] = 0;
+    lo[S_GUEST_LINEAR] = hi[S_GUEST_LINEAR] = 0;
+  } else {
+    storeWide(lo, hi, S_QUALIFICATION, q);
+    storeWide(lo, hi, S_GUEST_PHYSICAL, gpa);
+    storeWide(lo, hi, S_GUEST_LINEAR, gla);
+  }
   // (idtVectoringInfo without its result object: no allocation per exit)
   const vt = e.vectoring;
   let info = 0;
+  let code = 0;
   if (vt.valid) {
     info = (vt.vector & 0xff) | ((vt.type & 7) << 8) | INTR_INFO_VALID_MASK;
     if (vt.hasErrorCode) info |= INTR_INFO_DELIVER_CODE_MASK;
+    code = vt.errorCode;
   }
-  vmcs.exitWrite32(F.IDT_VECTORING_INFO_FIELD, info >>> 0);
-  vmcs.exitWrite32(F.IDT_VECTORING_ERROR_CODE, vt.valid ? vt.errorCode >>> 0 : 0);
+  lo[S_IDT_VECTORING_INFO] = info;
+  lo[S_IDT_VECTORING_ERROR] = code;
+  return info >>> 0;
 }
 
+/** A 64-bit/natural-width exit-information field, modulo 2^64. */
+function storeWide(lo: Uint32Array, hi: Uint32Array, slot: number, x: bigint): void {
+  CONV64[0] = x;
+  lo[slot] = CONV32[0];
+  hi[slot] = CONV32[1];
+}

@@ -135,12 +135,13 @@ export class VmxGuestModeRules implements GuestModeRules {
       const value = vmcs.loadSlotInt(S_TIMER_VALUE);
       // 2^32 - 1 ticks (2^37 TSC cycles) is beyond any single entry's instruction budget.
       if (value === -1) {
-        this.preemptionDeadlineTsc = NO_DEADLINE;
+        // (compared first: storing the bigint at every entry would cost a write barrier)
+        if (this.preemptionDeadlineTsc !== NO_DEADLINE) this.preemptionDeadlineTsc = NO_DEADLINE;
         return;
       }
       const v = BigInt(value >>> 0);
       this.preemptionDeadlineTsc = v === 0n ? guestTsc : ((guestTsc >> BigInt(PREEMPTION_TIMER_RATE)) + v) << BigInt(PREEMPTION_TIMER_RATE);
-    } else this.preemptionDeadlineTsc = NO_DEADLINE;
+    } else if (this.preemptionDeadlineTsc !== NO_DEADLINE) this.preemptionDeadlineTsc = NO_DEADLINE;
   }
 
   /** SDM 26.2: the exception bitmap, with #PF filtered by error-code mask/match. */

@@ -75,6 +75,17 @@ export class VcpuVmx {
   checkedCtlGeneration = -1;
   /** Vmcs.stateGeneration right after the last exit saved guest state (unchanged → the processor still holds it). */
   storedGeneration = -1;
+  /**
+   * The processor's CR2, DR0-3, DR6 and XCR0 are KVM's (vcpu.arch): set when an exit completed
+   * in the fastpath re-enters (vmenter.ts fastpathDone), cleared by the entry that relies on it
+   * and by prepareGuestSwitch (every entry through vcpu_enter_guest's slow path, where KVM may
+   * have changed them). Entry then skips loadSwitchedState.
+   */
+  switchedInSync = false;
+  /** CpuState.sysWrites when entry last loaded the switched registers. */
+  switchedLoadWrites = -1;
+  /** The last exit found the processor's DR0-3 unwritten since entry loaded them (sysWrites unchanged). */
+  switchedHeld = false;
   /** The 64-bit guest registers as last loaded into or saved from the processor. */
   readonly synced = {
     cr0: -1n, cr3: -1n, cr4: -1n, gdtrBase: -1n, idtrBase: -1n, efer: -1n, pat: -1n, dr7: -1n, debugctl: -1n,

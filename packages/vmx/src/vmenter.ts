@@ -3,7 +3,7 @@
  * and VM exit (ch. 28): guest state saved to the VMCS and exit information recorded.
  */
 import {
-  EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmQueueInterrupt, kvmRequeueException, KvmReq,
+  CpuState, EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmQueueInterrupt, kvmRequeueException, KvmReq,
   handleFastpathCpuid, handleFastpathInvd,
 } from '@tsvisor/core';
 import { checkControls, checkGuestRip, checkGuestState, checkHostState } from './entry-checks';
@@ -36,11 +36,14 @@ function loadGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const v = vmx.vmcs;
   const s = vcpu.cpu.state;
   if (v.stateGeneration === vmx.storedGeneration) {
-    s.gprLo[REG_RSP] = v.loadSlot(S_RSP) | 0;
-    s.gprHi[REG_RSP] = v.loadSlotHigh(S_RSP) | 0;
-    s.ripLo = v.loadSlot(S_RIP) | 0;
-    s.ripHi = v.loadSlotHigh(S_RIP) | 0;
-    loadSwitchedState(vcpu);
+    const lo = v.lo, hi = v.hi;
+    s.gprLo[REG_RSP] = lo[S_RSP] | 0;
+    s.gprHi[REG_RSP] = hi[S_RSP] | 0;
+    s.ripLo = lo[S_RIP] | 0;
+    s.ripHi = hi[S_RIP] | 0;
+    // Re-entry straight from the exit fastpath: KVM's copies are still the processor's.
+    if (!vmx.switchedInSync) loadSwitchedState(vmx, vcpu);
+    else vmx.switchedInSync = false;
     return;
   }
   for (let i = 0; i < 8; i++) {
@@ -93,17 +96,24 @@ function loadGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   sy.cr0 = s.cr0; sy.cr3 = s.cr3; sy.cr4 = s.cr4; sy.gdtrBase = s.gdtrBase; sy.idtrBase = s.idtrBase;
   sy.efer = s.efer; sy.pat = s.pat; sy.dr7 = s.dr7; sy.debugctl = s.debugctl;
   sy.sysenterCs = s.sysenterCs; sy.sysenterEsp = s.sysenterEsp; sy.sysenterEip = s.sysenterEip;
-  loadSwitchedState(vcpu);
+  vmx.switchedInSync = false;
+  loadSwitchedState(vmx, vcpu);
 }
 
-/** State KVM switches by hand around VM entry, not in the VMCS: CR2, DR0-3, DR6, XCR0 (the user-return MSRs: prepareGuestSwitch). */
-function loadSwitchedState(vcpu: KvmVcpu): void {
+/**
+ * State KVM switches by hand around VM entry, not in the VMCS: CR2, DR0-3, DR6, XCR0 (the
+ * user-return MSRs: prepareGuestSwitch). They rarely change between two entries, and storing
+ * a bigint into an object costs a write barrier: only changed registers are stored.
+ */
+function loadSwitchedState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const s = vcpu.cpu.state;
   const a = vcpu.arch;
-  s.cr2 = a.cr2;
-  s.dr6 = a.dr6;
-  for (let i = 0; i < 4; i++) s.dr[i] = a.db[i];
-  s.xcr0 = a.xcr0;
+  if (s.cr2 !== a.cr2) s.cr2 = a.cr2;
+  if (s.dr6 !== a.dr6) s.dr6 = a.dr6;
+  const dr = s.dr, db = a.db;
+  for (let i = 0; i < 4; i++) if (dr[i] !== db[i]) dr[i] = db[i];
+  if (s.xcr0 !== a.xcr0) s.xcr0 = a.xcr0;
+  vmx.switchedLoadWrites = s.sysWrites;
 }
 
 /** Storage slots of the segment registers' fields, ES..LDTR × (selector, base, limit, AR). */
@@ -152,13 +162,63 @@ const REG_RIP = KvmReg.RIP;
  */
 function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   const v = vmx.vmcs;
+  const lo = v.lo, hi = v.hi;
   const cpu = vcpu.cpu;
   const s = cpu.state;
   // SDM 28.3.1 stores all eight segment registers at every exit. When nothing has written the
   // VMCS since the last exit stored them (stateGeneration) and the processor has loaded no
   // segment register since (segWrites), that store would write the values the fields hold.
-  const segsHeld = v.segSavedGeneration === v.stateGeneration && v.segSavedWrites === s.segWrites && v.segSavedBy === s;
-  for (let i = 0; i < 8 && !segsHeld; i++) {
+  const unwritten = v.segSavedGeneration === v.stateGeneration && v.segSavedBy === s;
+  if (!unwritten || v.segSavedWrites !== s.segWrites) storeSegments(v, s);
+  const exit = lo[S_EXIT_CONTROLS];
+  // The same skip for the system registers: nothing wrote the VMCS since the last exit stored
+  // them and the processor wrote none of them since (CpuState.sysWrites). CR0, CR4 and EFER.LMA
+  // are among them: unwritten, they still equal what that exit stored (and synced).
+  const sysHeld = unwritten && v.sysSavedWrites === s.sysWrites;
+  if (!sysHeld) storeSystemRegisters(vmx, s, exit);
+  lo[S_RSP] = s.gprLo[REG_RSP];
+  hi[S_RSP] = s.gprHi[REG_RSP];
+  lo[S_RIP] = s.ripLo;
+  hi[S_RIP] = s.ripHi;
+  lo[S_RFLAGS] = s.rflags;
+  hi[S_RFLAGS] = 0;
+  lo[S_INTERRUPTIBILITY] = (s.stiShadow ? D.GUEST_INTR_STATE_STI : 0) | (s.movSsShadow ? D.GUEST_INTR_STATE_MOV_SS : 0) |
+    (s.nmiBlocked ? D.GUEST_INTR_STATE_NMI : 0);
+  lo[S_ACTIVITY] = s.activity;
+  // SDM 28.3.4: the remaining preemption-timer value, when asked to save it.
+  if (lo[S_PIN_CONTROLS] & D.PIN_BASED_VMX_PREEMPTION_TIMER && exit & D.VM_EXIT_SAVE_VMX_PREEMPTION_TIMER) {
+    const left = vmx.rules.preemptionDeadlineTsc - s.tsc;
+    lo[S_PREEMPTION_TIMER] = left > 0n ? Number(left >> BigInt(PREEMPTION_TIMER_RATE)) : 0;
+  }
+  // SDM 28.3.4: with EPT, an exit from PAE paging stores the PDPTE registers in GUEST_PDPTR0-3.
+  if (vmx.rules.tdp !== null && cpu.pg && cpu.pae && !cpu.lma) {
+    for (let i = 0; i < 4; i++) v.saveSlotHalves(S_PDPTR[i], s.pdptrLo[i], s.pdptrHi[i]);
+  }
+  // KVM's copies of the registers it switches by hand (loadSwitchedState). Exception delivery
+  // writes CR2 and DR6 without counting (CpuState.sysWrites): compared at every exit, and
+  // stored only when changed (a bigint store costs a write barrier). XCR0 is not copied back:
+  // XSETBV always exits (SDM 26.1.2), so the guest cannot change what entry loaded.
+  const a = vcpu.arch;
+  if (a.cr2 !== s.cr2) a.cr2 = s.cr2;
+  if (a.dr6 !== s.dr6) a.dr6 = s.dr6;
+  // DR0-3 are written only by MOV DR (a counted system-register write), XCR0 never in guest
+  // mode: unless the count moved since entry loaded them, the processor's are still KVM's.
+  vmx.switchedHeld = vmx.switchedLoadWrites === s.sysWrites;
+  if (!sysHeld) {
+    // SWAPGS and WRMSR count as system-register writes.
+    if (vmx.kernelGsBase !== s.kernelGsBase) vmx.kernelGsBase = s.kernelGsBase;
+    // The guest owns CR0.PE/PG here (unrestricted guest), so EFER.LMA may have changed without an exit.
+    if (exit & D.VM_EXIT_SAVE_IA32_EFER && a.efer !== s.efer) a.efer = s.efer;
+  }
+  v.segSavedGeneration = v.stateGeneration;
+  v.segSavedWrites = s.segWrites;
+  v.sysSavedWrites = s.sysWrites;
+  if (v.segSavedBy !== s) v.segSavedBy = s;
+}
+
+/** SDM 28.3.1: the segment registers' selector, base, limit and access rights. */
+function storeSegments(v: Vmcs, s: CpuState): void {
+  for (let i = 0; i < 8; i++) {
     const k = 4 * i;
     v.saveSlot(SEG_SLOTS[k], s.segSel[i] & 0xffff);
     v.saveSlotHalves(SEG_SLOTS[k + 1], s.segBaseLo[i], s.segBaseHi[i]);
@@ -169,77 +229,48 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
     if (!(ar & D.VMX_AR_UNUSABLE_MASK) && ar & 0x10) ar |= 1;
     v.saveSlot(SEG_SLOTS[k + 3], ar);
   }
-  // 64-bit registers go through a typed-array conversion (save64: no BigInt operation); CR0/CR4
-  // are merged with their host-owned bits only when they differ from what was last synced.
-  const sy = vmx.synced;
-  // The same skip for the system registers: nothing wrote the VMCS since the last exit stored
-  // them and the processor wrote none of them since (CpuState.sysWrites).
-  const sysHeld = v.segSavedGeneration === v.stateGeneration && v.sysSavedWrites === s.sysWrites && v.segSavedBy === s;
-  const exit = v.loadSlot(S_EXIT_CONTROLS);
-  if (!sysHeld) {
-    save64(v, S_GDTR_BASE, s.gdtrBase);
-    v.saveSlot(S_GDTR_LIMIT, s.gdtrLimit);
-    save64(v, S_IDTR_BASE, s.idtrBase);
-    v.saveSlot(S_IDTR_LIMIT, s.idtrLimit);
-    save64(v, S_CR3, s.cr3);
-    if (exit & D.VM_EXIT_SAVE_IA32_EFER) save64(v, S_EFER, s.efer);
-    if (exit & D.VM_EXIT_SAVE_IA32_PAT) save64(v, S_PAT, s.pat);
-    if (exit & D.VM_EXIT_SAVE_DEBUG_CONTROLS) {
-      save64(v, S_DR7, s.dr7);
-      save64(v, S_DEBUGCTL, s.debugctl);
-    }
-    CONV64[0] = s.sysenterCs;
-    v.saveSlot(S_SYSENTER_CS, CONV32[0]);
-    save64(v, S_SYSENTER_ESP, s.sysenterEsp);
-    save64(v, S_SYSENTER_EIP, s.sysenterEip);
+}
+
+/**
+ * SDM 28.3.1–28.3.2: CR0/CR3/CR4, GDTR/IDTR, SYSENTER and, as the exit controls ask, EFER,
+ * PAT, DR7 and DEBUGCTL; and (28.2, IA32_VMX_MISC bit 5) EFER.LMA into "IA-32e mode guest".
+ * 64-bit registers go through a typed-array conversion (save64: no BigInt operation).
+ */
+function storeSystemRegisters(vmx: VcpuVmx, s: CpuState, exit: number): void {
+  const v = vmx.vmcs;
+  save64(v, S_GDTR_BASE, s.gdtrBase);
+  v.saveSlot(S_GDTR_LIMIT, s.gdtrLimit);
+  save64(v, S_IDTR_BASE, s.idtrBase);
+  v.saveSlot(S_IDTR_LIMIT, s.idtrLimit);
+  save64(v, S_CR3, s.cr3);
+  if (exit & D.VM_EXIT_SAVE_IA32_EFER) save64(v, S_EFER, s.efer);
+  if (exit & D.VM_EXIT_SAVE_IA32_PAT) save64(v, S_PAT, s.pat);
+  if (exit & D.VM_EXIT_SAVE_DEBUG_CONTROLS) {
+    save64(v, S_DR7, s.dr7);
+    save64(v, S_DEBUGCTL, s.debugctl);
   }
+  CONV64[0] = s.sysenterCs;
+  v.saveSlot(S_SYSENTER_CS, CONV32[0]);
+  save64(v, S_SYSENTER_ESP, s.sysenterEsp);
+  save64(v, S_SYSENTER_EIP, s.sysenterEip);
   // SDM 26.3: guest writes never change host-owned CR0/CR4 bits (a differing write exits
-  // instead), so those keep the value VM entry loaded.
+  // instead), so those keep the value VM entry loaded; the merge is done only when the
+  // register differs from what was last synced.
+  const sy = vmx.synced;
   if (s.cr0 !== sy.cr0) {
     const m0 = vmx.rules.cr0Mask;
-    v.saveSlotBig(S_CR0, (s.cr0 & ~m0) | (v.readNat(F.GUEST_CR0) & m0));
+    v.saveSlotBig(S_CR0, (s.cr0 & ~m0) | (v.big(S_CR0) & m0));
     sy.cr0 = s.cr0;
   }
   if (s.cr4 !== sy.cr4) {
     const m4 = vmx.rules.cr4Mask;
-    v.saveSlotBig(S_CR4, (s.cr4 & ~m4) | (v.readNat(F.GUEST_CR4) & m4));
+    v.saveSlotBig(S_CR4, (s.cr4 & ~m4) | (v.big(S_CR4) & m4));
     sy.cr4 = s.cr4;
   }
-  v.saveSlotHalves(S_RSP, s.gprLo[REG_RSP], s.gprHi[REG_RSP]);
-  v.saveSlotHalves(S_RIP, s.ripLo, s.ripHi);
-  v.saveSlotHalves(S_RFLAGS, s.rflags, 0);
-  // SDM 28.2 (IA32_VMX_MISC bit 5): EFER.LMA is stored into "IA-32e mode guest".
   const entry = v.loadSlot(S_ENTRY_CONTROLS);
   CONV64[0] = s.efer;
   const lma = (CONV32[0] & 0x400) !== 0;
   if (lma !== ((entry & D.VM_ENTRY_IA32E_MODE) !== 0)) v.write32(F.VM_ENTRY_CONTROLS, entry ^ D.VM_ENTRY_IA32E_MODE);
-  let st = 0;
-  if (s.stiShadow) st |= D.GUEST_INTR_STATE_STI;
-  if (s.movSsShadow) st |= D.GUEST_INTR_STATE_MOV_SS;
-  if (s.nmiBlocked) st |= D.GUEST_INTR_STATE_NMI;
-  v.saveSlot(S_INTERRUPTIBILITY, st);
-  v.saveSlot(S_ACTIVITY, s.activity);
-  // SDM 28.3.4: the remaining preemption-timer value, when asked to save it.
-  const pin = v.loadSlot(S_PIN_CONTROLS);
-  if (pin & D.PIN_BASED_VMX_PREEMPTION_TIMER && exit & D.VM_EXIT_SAVE_VMX_PREEMPTION_TIMER) {
-    const left = vmx.rules.preemptionDeadlineTsc - s.tsc;
-    v.saveSlot(S_PREEMPTION_TIMER, left > 0n ? Number(left >> BigInt(PREEMPTION_TIMER_RATE)) : 0);
-  }
-  // SDM 28.3.4: with EPT, an exit from PAE paging stores the PDPTE registers in GUEST_PDPTR0-3.
-  if (vmx.rules.tdp !== null && cpu.pg && cpu.pae && !cpu.lma) {
-    for (let i = 0; i < 4; i++) v.saveSlotHalves(S_PDPTR[i], s.pdptrLo[i], s.pdptrHi[i]);
-  }
-  const a = vcpu.arch;
-  a.cr2 = s.cr2;
-  a.dr6 = s.dr6;
-  a.xcr0 = s.xcr0;
-  vmx.kernelGsBase = s.kernelGsBase;
-  // The guest owns CR0.PE/PG here (unrestricted guest), so EFER.LMA may have changed without an exit.
-  if (exit & D.VM_EXIT_SAVE_IA32_EFER) a.efer = s.efer;
-  v.segSavedGeneration = v.stateGeneration;
-  v.segSavedWrites = s.segWrites;
-  v.sysSavedWrites = s.sysWrites;
-  v.segSavedBy = s;
 }
 
 /** BigInt → 32-bit halves through a typed array: no BigInt operation and no allocation. */
@@ -310,12 +341,13 @@ export function vmxVmEntry(vmx: VcpuVmx, vcpu: KvmVcpu): boolean {
  */
 function loadGuestPdptrs(vmx: VcpuVmx, vcpu: KvmVcpu): boolean {
   const v = vmx.vmcs;
-  if (!(v.loadSlot(S_CR0) & 0x80000000) || !(v.loadSlot(S_CR4) & 0x20) || v.loadSlot(S_ENTRY_CONTROLS) & D.VM_ENTRY_IA32E_MODE) return false;
+  const lo = v.lo;
+  if (!(lo[S_CR0] & 0x80000000) || !(lo[S_CR4] & 0x20) || lo[S_ENTRY_CONTROLS] & D.VM_ENTRY_IA32E_MODE) return false;
   if (v.stateGeneration !== vmx.storedGeneration) {
     const s = vcpu.cpu.state;
     for (let i = 0; i < 4; i++) {
-      s.pdptrLo[i] = v.loadSlot(S_PDPTR[i]) | 0;
-      s.pdptrHi[i] = v.loadSlotHigh(S_PDPTR[i]) | 0;
+      s.pdptrLo[i] = lo[S_PDPTR[i]] | 0;
+      s.pdptrHi[i] = v.hi[S_PDPTR[i]] | 0;
     }
   }
   return true;
@@ -366,7 +398,8 @@ export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
   const timerArmed = v.loadSlot(S_PIN_CONTROLS) & D.PIN_BASED_VMX_PREEMPTION_TIMER && v.loadSlotInt(S_PREEMPTION_TIMER) !== -1;
   vmx.rules.load(v, vcpu.kvm.hostMemory, timerArmed ? cpu.state.tsc : 0n);
   // EPT is on when "enable EPT" is set and the secondary controls are active (rules.proc2 is 0 otherwise).
-  vmx.rules.tdp = vmx.rules.proc2 & D.SECONDARY_EXEC_ENABLE_EPT ? vmx.ept : null;
+  const tdp = vmx.rules.proc2 & D.SECONDARY_EXEC_ENABLE_EPT ? vmx.ept : null;
+  if (vmx.rules.tdp !== tdp) vmx.rules.tdp = tdp;
   vmx.rules.pdptrsLoaded = vmx.rules.tdp !== null && loadGuestPdptrs(vmx, vcpu);
   // SDM 29.4.3.3: without VPID, VM entry invalidates linear and combined mappings of VPID 0.
   if (vmx.rules.tlbTag === 0) cpu.flushTlbTag(0);
@@ -400,27 +433,29 @@ export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
 
 
   storeGuestState(vmx, vcpu);
+  const lo = v.lo;
   // SDM 28.4: the VM-exit MSR-store list (an entry that cannot be stored would be a VMX abort; it was validated at entry).
-  const msrStores = v.loadSlot(S_EXIT_MSR_STORE_COUNT);
+  const msrStores = lo[S_EXIT_MSR_STORE_COUNT];
   if (msrStores) storeMsrList(vcpu.kvm.hostMemory, v.readNum(F.VM_EXIT_MSR_STORE_ADDR), msrStores, cpu.state);
-  const exitCtl = v.loadSlot(S_EXIT_CONTROLS);
-  const rec = encodeExit(cpu.exit, (exitCtl & D.VM_EXIT_ACK_INTR_ON_EXIT) !== 0, vmx.exitRecord);
+  const e = cpu.exit;
+  const rec = encodeExit(e, (lo[S_EXIT_CONTROLS] & D.VM_EXIT_ACK_INTR_ON_EXIT) !== 0, vmx.exitRecord);
   // A guest halted in guest mode (HLT not intercepted) waits for the host's next tick.
   vmx.haltedInGuest = kind === EXIT_HALTED;
   if (vmx.haltedInGuest) rec.reason = D.ExitReason.EXTERNAL_INTERRUPT;
-  recordExit(v, rec, cpu.exit);
+  const idtInfo = recordExit(v, rec, e);
   // SDM 25.8.3: every VM exit clears the valid bit of the VM-entry interruption-information field.
   if (intr & D.INTR_INFO_VALID_MASK) v.write32(F.VM_ENTRY_INTR_INFO_FIELD, intr & ~D.INTR_INFO_VALID_MASK);
   vmx.exitReason = rec.reason;
-  vmx.idtVectoringInfo = v.read32(F.IDT_VECTORING_INFO_FIELD);
+  vmx.idtVectoringInfo = idtInfo;
   // What the exit stored is the processor's own state, valid by construction (the entry checks
   // passed, and the processor only makes architecturally consistent changes).
-  vmx.checkedGeneration = v.stateGeneration;
+  const gen = v.stateGeneration;
+  vmx.checkedGeneration = gen;
   vmx.checkedCtlGeneration = v.ctlGeneration;
-  vmx.storedGeneration = v.stateGeneration;
+  vmx.storedGeneration = gen;
   const a = vcpu.arch;
   a.regsAvail &= ~EXIT_INVALIDATES;
-  vmxCompleteInterrupts(vcpu, vmx.idtVectoringInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
+  vmxCompleteInterrupts(vcpu, idtInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
   if (cpu.hostError) {
     const e = cpu.hostError;
     cpu.hostError = null;
@@ -441,15 +476,27 @@ export function vmxExitHandlersFastpath(vcpu: KvmVcpu): ExitFastpathCompletion {
   switch (vmx.exitReason) {
     case D.ExitReason.CPUID:
       vcpu.countExit(CPUID_NAME);
-      return FASTPATH_CPUID(vcpu);
+      return fastpathDone(vmx, vcpu, FASTPATH_CPUID(vcpu));
     case D.ExitReason.INVD:
       vcpu.countExit(INVD_NAME);
-      return FASTPATH_INVD(vcpu);
+      return fastpathDone(vmx, vcpu, FASTPATH_INVD(vcpu));
     default:
       return FASTPATH_NONE;
   }
 }
 const CPUID_NAME = D.exitReasonName(D.ExitReason.CPUID);
+const FASTPATH_REENTER = ExitFastpathCompletion.EXIT_FASTPATH_REENTER_GUEST;
+
+/**
+ * A fastpath handler re-entering the guest leaves CR2, DR0-3, DR6 and XCR0 as the exit synced
+ * them (CPUID and INVD emulation touch only GPRs and RIP; a single-step #DB it queues changes
+ * DR6 but makes a request, and the run loop then takes the slow path, whose prepareGuestSwitch
+ * clears the mark): the next entry need not load them again.
+ */
+function fastpathDone(vmx: VcpuVmx, vcpu: KvmVcpu, r: ExitFastpathCompletion): ExitFastpathCompletion {
+  vmx.switchedInSync = r === FASTPATH_REENTER && vmx.switchedHeld && vcpu.requests === 0;
+  return r;
+}
 const INVD_NAME = D.exitReasonName(D.ExitReason.INVD);
 
 /** Arm the preemption timer for setHvTimer (vmx_update_hv_timer). */

@@ -13,6 +13,7 @@ import {
   VmcsConfig, VmxModuleParams,
 } from './capabilities';
 import { F } from './vmcs/fields';
+import { Vmcs } from './vmcs/vmcs';
 import { dumpVmcs } from './vmcs/dump';
 import { KvmVmx, toKvmVmx, toVmx, VCPU_VMX_PAGES, VcpuVmx } from './vcpu-vmx';
 import * as D from './vmx-defs';
@@ -51,6 +52,13 @@ const CR4_GUEST_OWNED = 0x7ffn | 0x100000n | 0x200000n;
 /** Host-owned CR0 bits: NE (forced to 1 in VMX operation, SDM 24.8 / A.7); the guest sees its own through the shadow. */
 const CR0_HOST_OWNED = CR0_NE;
 const MASK64 = (1n << 64n) - 1n;
+/** Storage slots of the fields the exit fastpath's hooks touch (Vmcs.lo/hi). */
+const S_RSP = Vmcs.slotOf(F.GUEST_RSP);
+const S_RIP = Vmcs.slotOf(F.GUEST_RIP);
+const S_RFLAGS = Vmcs.slotOf(F.GUEST_RFLAGS);
+const S_CS_AR = Vmcs.slotOf(F.GUEST_CS_AR_BYTES);
+const S_INTERRUPTIBILITY = Vmcs.slotOf(F.GUEST_INTERRUPTIBILITY_INFO);
+const S_EXIT_INSTRUCTION_LEN = Vmcs.exitSlotOf(F.VM_EXIT_INSTRUCTION_LEN);
 
 /** struct kvm_x86_nested_ops: nested VMX is not offered (the guest's CPUID has no VMX). */
 const vmxNestedOps: KvmX86NestedOps = {
@@ -307,6 +315,8 @@ export class VmxBackend implements X86Ops {
   prepareGuestSwitch(vcpu: KvmVcpu): void {
     const vmx = toVmx(vcpu);
     const s = vcpu.cpu.state;
+    // KVM may have changed CR2/DR0-3/DR6/XCR0 since the last exit: the entry loads them.
+    vmx.switchedInSync = false;
     const m = vmx.guestMsrs;
     s.kernelGsBase = vmx.kernelGsBase;
     const u = vmx.uretValues;
@@ -452,7 +462,6 @@ export class VmxBackend implements X86Ops {
   /** vmx_cache_reg: RSP/RIP and the guest-owned CR bits are in the VMCS; GPRs in the processor. */
   cacheReg(vcpu: KvmVcpu, reg: KvmReg): void {
     const a = vcpu.arch;
-    const v = toVmx(vcpu).vmcs;
     a.regsAvail |= 1 << reg;
     // GPRs live in the processor until read; RSP/RIP in the VMCS. Copied as 32-bit halves (no BigInt).
     if (reg < 16 && reg !== REG_RSP) {
@@ -461,9 +470,10 @@ export class VmxBackend implements X86Ops {
       a.regs32[2 * reg + 1] = s.gprHi[reg];
       return;
     }
+    const v = toVmx(vcpu).vmcs;
     switch (reg) {
-      case REG_RSP: v.readHalves(F.GUEST_RSP, a.regs32, 2 * REG_RSP); return;
-      case REG_RIP: v.readHalves(F.GUEST_RIP, a.regs32, 2 * REG_RIP); return;
+      case REG_RSP: a.regs32[2 * REG_RSP] = v.lo[S_RSP]; a.regs32[2 * REG_RSP + 1] = v.hi[S_RSP]; return;
+      case REG_RIP: a.regs32[2 * REG_RIP] = v.lo[S_RIP]; a.regs32[2 * REG_RIP + 1] = v.hi[S_RIP]; return;
       case KvmReg.CR0: a.cr0 = (a.cr0 & ~a.cr0GuestOwnedBits) | (v.readNat(F.GUEST_CR0) & a.cr0GuestOwnedBits); return;
       case KvmReg.CR3: a.cr3 = v.readNat(F.GUEST_CR3); return;
       case KvmReg.CR4: a.cr4 = (a.cr4 & ~a.cr4GuestOwnedBits) | (v.readNat(F.GUEST_CR4) & a.cr4GuestOwnedBits); return;
@@ -497,7 +507,7 @@ export class VmxBackend implements X86Ops {
     for (let i = 0; i < 4; i++) v.write64(GUEST_PDPTRS[i], s.getPdptr(i));
   }
   getRflags(vcpu: KvmVcpu): bigint {
-    return toVmx(vcpu).vmcs.readNat(F.GUEST_RFLAGS);
+    return toVmx(vcpu).vmcs.big(S_RFLAGS);
   }
   setRflags(vcpu: KvmVcpu, rflags: bigint): void {
     toVmx(vcpu).vmcs.writeNat(F.GUEST_RFLAGS, rflags);
@@ -549,7 +559,7 @@ export class VmxBackend implements X86Ops {
   /** skip_emulated_instruction: RIP += VM-exit instruction length, and the interrupt shadow ends. */
   skipEmulatedInstruction(vcpu: KvmVcpu): number {
     const v = toVmx(vcpu).vmcs;
-    const len = v.read32(F.VM_EXIT_INSTRUCTION_LEN);
+    const len = v.lo[S_EXIT_INSTRUCTION_LEN];
     // RIP + length on 32-bit halves; outside 64-bit mode (IA-32e and CS.L) RIP wraps at 4 GiB.
     let lo = vcpu.registerReadLow(REG_RIP) + len;
     let hi = vcpu.registerReadHigh(REG_RIP);
@@ -557,9 +567,10 @@ export class VmxBackend implements X86Ops {
       lo -= 0x1_0000_0000;
       hi = (hi + 1) >>> 0;
     }
-    const long = eferLma(vcpu.arch.efer) && (v.read32(F.GUEST_CS_AR_BYTES) & (1 << 13)) !== 0;
+    const long = (v.lo[S_CS_AR] & (1 << 13)) !== 0 && eferLma(vcpu.arch.efer);
     vcpu.registerWriteHalves(REG_RIP, lo, long ? hi : 0);
-    vmxSetInterruptShadow(vcpu, 0);
+    // vmx_set_interrupt_shadow(vcpu, 0): nothing to write when neither shadow is set (the usual case).
+    if (v.lo[S_INTERRUPTIBILITY] & (D.GUEST_INTR_STATE_STI | D.GUEST_INTR_STATE_MOV_SS)) vmxSetInterruptShadow(vcpu, 0);
     return 1;
   }
   setInterruptShadow(vcpu: KvmVcpu, mask: number): void { vmxSetInterruptShadow(vcpu, mask); }

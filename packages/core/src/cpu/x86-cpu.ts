@@ -125,6 +125,9 @@ const TLB_MASK = TLB_SIZE - 1;
 /** TLB context ids handed out before the TLB is emptied and numbering restarts (X86Cpu.ctxIdOf). */
 const CTX_IDS = 4096;
 const TWO32 = 4294967296;
+/** The preemption deadline → number without BigInt operations (runLoop). */
+const DEADLINE64 = new BigInt64Array(1);
+const DEADLINE32 = new Int32Array(DEADLINE64.buffer);
 /** Guest-physical mappings kept for the guest page walk's reads under TDP (physLoc). */
 const GP_CACHE_SIZE = 64;
 const GP_CACHE_MASK = GP_CACHE_SIZE - 1;
@@ -1134,7 +1137,9 @@ export class X86Cpu {
     // resumption link instead of a lookup.
     let resumeFrom: Block | null = this.resumeBlk !== null && this.rip === this.resumeRip ? this.resumeBlk : null;
     this.resumeBlk = null;
-    const deadline = rules.preemptionDeadlineTsc < 0n ? -1 : Number(rules.preemptionDeadlineTsc);
+    // (through a typed-array conversion: no BigInt comparison at every entry)
+    DEADLINE64[0] = rules.preemptionDeadlineTsc;
+    const deadline = DEADLINE32[1] < 0 ? -1 : DEADLINE32[1] * TWO32 + (DEADLINE32[0] >>> 0);
     for (;;) {
       // Instruction boundary: events in priority order (SDM 6.9 / 26.7).
       if (this.kick) { this.kick = false; ex.kind = GuestExitKind.EXTERNAL_INTERRUPT; return; }

@@ -102,8 +102,14 @@ const RIP_RSP = [F.GUEST_RIP, F.GUEST_RSP] as const;
  * information through `exitWrite*`, which is not VMWRITE.
  */
 export class Vmcs {
-  private readonly lo = new Uint32Array(slotCount);
-  private readonly hi = new Uint32Array(slotCount);
+  /**
+   * The storage: low and high 32 bits of every component, indexed by slot. Only the
+   * processor's own VM-entry loads and VM-exit stores (vmenter.ts, exit-info.ts, which are not
+   * VMREAD/VMWRITE) index these directly, with slots resolved once at module load
+   * (`slotOf`, `exitSlotOf`); everything else goes through the accessors below.
+   */
+  readonly lo = new Uint32Array(slotCount);
+  readonly hi = new Uint32Array(slotCount);
   /**
    * The bigint last returned for each slot and the halves it was made from: reading a 64-bit
    * or natural-width component that has not changed returns that bigint (no BigInt per read).
@@ -176,7 +182,8 @@ export class Vmcs {
   readNat(f: VmcsField<'nat'>): bigint {
     return this.big(this.slot(f, WNAT, false));
   }
-  private big(s: number): bigint {
+  /** A 64-bit or natural-width component by slot as a bigint (the same bigint while it is unchanged). */
+  big(s: number): bigint {
     const lo = this.lo[s], hi = this.hi[s];
     if (lo === this.cLo[s] && hi === this.cHi[s]) return this.cBig[s];
     const v = (BigInt(hi) << 32n) | BigInt(lo);
@@ -265,6 +272,12 @@ export class Vmcs {
   static slotOf(f: VmcsField<VmcsWidth, 'rw'>): number {
     const s = f >= 0 && f < 0x8000 ? SLOT[f] : -1;
     if (s < 0 || KIND[f] === WHIGH || READ_ONLY[f]) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, f, 'not a full writable component');
+    return s;
+  }
+  /** Storage slot of a VM-exit information component (SDM 25.9), which the processor writes at every exit. */
+  static exitSlotOf(f: VmcsField<VmcsWidth, 'ro'>): number {
+    const s = f >= 0 && f < 0x8000 ? SLOT[f] : -1;
+    if (s < 0 || KIND[f] === WHIGH || !READ_ONLY[f]) throw new VmcsAccessError(VmInstructionError.UNSUPPORTED_VMCS_COMPONENT, f, 'not a full VM-exit information component');
     return s;
   }
   /** Save a 16/32-bit component (or only the low half of a wider one) by slot. */
