@@ -5,6 +5,7 @@
  * Start-up, memory and QEMU spawn processes from the built dist/ and are left to `npm run bench`.
  */
 import { BenchReport, formatReport, parseBenchArgs, runBench } from '../src/bench';
+import { isolatedExitArgs } from '../src/bench/exits-isolated';
 import { CliError } from '../src/status';
 
 function tinyOptions(extra: string[] = []) {
@@ -55,6 +56,15 @@ describe('tsvisor bench', () => {
     expect(j.targets.map((t) => t.target)).toEqual(expect.arrayContaining(['CPUID exit round trip', 'CPU-bound cpu64 (jit tier)']));
     const text = formatReport(report);
     for (const title of ['Guest speed', 'Exit round trips', 'Dirty logging', 'Targets']) expect(text).toContain(title);
+  });
+
+  it('measures each run of a backend\'s exits in a fresh child process with the same profile', () => {
+    const o = tinyOptions(['--repeat', '2']);
+    const args = isolatedExitArgs(['cpuid', 'hypercall'], 'svm', o);
+    expect(args[0]).toMatch(/dist[\\/]bin\.js$/);
+    expect(args.slice(1)).toEqual(['bench', '--json', '--no-qemu', '--backend', 'svm', '--only', 'cpuid,hypercall', '--tiny', '--repeat', '1']);
+    // The smoke run above went through the children: one figure per exit and backend.
+    expect(report.exits.filter((x) => x.backend === 'svm').map((x) => x.exit)).toHaveLength(10);
   });
 
   it('parses its options and rejects mistakes', () => {

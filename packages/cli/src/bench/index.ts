@@ -10,6 +10,7 @@ import { CliIo } from '../io';
 import { CliError, ExitStatus } from '../status';
 import { benchDirtyLog, DirtyResult } from './dirty';
 import { benchExit, ExitResult } from './exits';
+import { benchExitsAcrossProcesses } from './exits-isolated';
 import { benchMemory, MemoryResult } from './memory';
 import {
   BENCH_HELP, BenchOptions, EXIT_WORKLOADS, ExitWorkload, parseBenchArgs, SPEED_WORKLOADS, SpeedWorkload,
@@ -123,10 +124,23 @@ export async function runBench(o: BenchOptions, hooks: BenchHooks = {}): Promise
       }
     }
   }
-  for (const w of EXIT_WORKLOADS.filter((x) => want.has(x))) {
+  const exitWorkloads = EXIT_WORKLOADS.filter((x) => want.has(x));
+  if (exitWorkloads.length > 0 && o.backends.length > 1 && !startupAvailable()) {
+    // Each run in a fresh process with one backend, as tsvisor runs (exits-isolated.ts).
     for (const b of o.backends) {
-      say(`exit ${w} ${b}`);
-      await attempt(`exit ${w}`, b, () => report.exits.push(benchExit(w, b, s)));
+      say(`exits ${exitWorkloads.join(',')} ${b} (${s.repeat} processes)`);
+      await attempt('exits', b, async () => {
+        const r = await benchExitsAcrossProcesses(exitWorkloads, b, o);
+        report.exits.push(...r.exits);
+        report.errors.push(...r.errors);
+      });
+    }
+  } else {
+    for (const w of exitWorkloads) {
+      for (const b of o.backends) {
+        say(`exit ${w} ${b}`);
+        await attempt(`exit ${w}`, b, () => report.exits.push(benchExit(w, b, s)));
+      }
     }
   }
   if (want.has('dirty-log')) {
