@@ -22,7 +22,8 @@ const APIC_PAGE = 0x1000;
 export class KvmIrqchip implements IrqSource {
   readonly pic = new KvmPic();
   readonly ioapic: KvmIoapic;
-  private readonly lapics = new Map<KvmVcpu, KvmLapic>();
+  /** Every vCPU's local APIC (each also in its vcpu.arch.apic, KVM's vcpu->arch.apic). */
+  private readonly lapics: KvmLapic[] = [];
   routing = new KvmIrqRoutingTable(defaultIrqRouting());
   /** The xAPIC page: one device for every vCPU, answering for the vCPU that is running. */
   private readonly lapicMmio: KvmIoDevice;
@@ -37,7 +38,7 @@ export class KvmIrqchip implements IrqSource {
     // pic_unlock: the first vCPU whose LINT0 takes ExtINT is told to look.
     this.pic.onOutput = () => {
       for (const v of kvm.vcpus) {
-        const a = this.lapics.get(v);
+        const a = (v.arch.apic ?? undefined);
         if (a && a.acceptPicIntr()) {
           v.makeRequest(KvmReq.EVENT);
           return;
@@ -65,7 +66,7 @@ export class KvmIrqchip implements IrqSource {
   /** The LAPIC of the vCPU in whose context the access happens, if its page is at `addr`. */
   private currentLapic(addr: number): KvmLapic | null {
     const v = this.kvm.currentVcpu;
-    const a = v ? this.lapics.get(v) : undefined;
+    const a = v ? (v.arch.apic ?? undefined) : undefined;
     if (!a) return null;
     const base = a.mmioBase;
     return addr >= base && addr < base + APIC_PAGE ? a : null;
@@ -73,7 +74,7 @@ export class KvmIrqchip implements IrqSource {
 
   /** Re-register the xAPIC page at every base some vCPU's IA32_APIC_BASE names. */
   lapicMmioMoved(): void {
-    const bases = [...new Set([...this.lapics.values()].map((a) => a.mmioBase))].sort((x, y) => x - y);
+    const bases = [...new Set(this.lapics.map((a) => a.mmioBase))].sort((x, y) => x - y);
     if (bases.length === this.mmioBases.length && bases.every((b, i) => b === this.mmioBases[i])) return;
     this.kvm.mmioBus.unregister(this.lapicMmio);
     for (const b of bases) this.kvm.mmioBus.register(b, APIC_PAGE, this.lapicMmio);
@@ -82,9 +83,9 @@ export class KvmIrqchip implements IrqSource {
 
   /** kvm_create_lapic for a vCPU (existing at KVM_CREATE_IRQCHIP, or created later). */
   vcpuCreated(vcpu: KvmVcpu): void {
-    if (this.lapics.has(vcpu)) return;
+    if (vcpu.arch.apic !== null) return;
     const a = new KvmLapic(vcpu, this);
-    this.lapics.set(vcpu, a);
+    this.lapics.push(a);
     vcpu.arch.apic = a;
     a.reset(false);
     // With an in-kernel LAPIC, application processors start in wait-for-SIPI (SDM 8.4.1).
@@ -93,12 +94,12 @@ export class KvmIrqchip implements IrqSource {
   }
 
   lapic(vcpu: KvmVcpu): KvmLapic | undefined {
-    return this.lapics.get(vcpu);
+    return (vcpu.arch.apic ?? undefined);
   }
 
   /** kvm_vcpu_reset's LAPIC part (kvm_lapic_reset), called from core's vcpuReset. */
   lapicReset(vcpu: KvmVcpu, initEvent: boolean): void {
-    this.lapics.get(vcpu)?.reset(initEvent);
+    (vcpu.arch.apic ?? undefined)?.reset(initEvent);
   }
 
   /** INIT: kvm_vcpu_reset(vcpu, true). */
@@ -140,7 +141,7 @@ export class KvmIrqchip implements IrqSource {
     let r = -1;
     const candidates: KvmLapic[] = [];
     for (const v of this.kvm.vcpus) {
-      const a = this.lapics.get(v);
+      const a = (v.arch.apic ?? undefined);
       if (!a || !a.hwEnabled) continue;
       if (!a.matchDest(src, irq.shorthand, irq.destId, irq.destModeLogical)) continue;
       if (!lowestPrio) {
@@ -204,7 +205,7 @@ export class KvmIrqchip implements IrqSource {
   }
 
   hasInterrupt(vcpu: KvmVcpu): boolean {
-    const a = this.lapics.get(vcpu);
+    const a = (vcpu.arch.apic ?? undefined);
     if (!a) return false;
     const mp = vcpu.arch.mpState;
     if (mp === KvmMpState.INIT_RECEIVED || mp === KvmMpState.UNINITIALIZED) return false;
@@ -213,7 +214,7 @@ export class KvmIrqchip implements IrqSource {
 
   /** kvm_cpu_get_interrupt: ExtINT first (an INTA cycle on the 8259), then the LAPIC. */
   acknowledge(vcpu: KvmVcpu): number {
-    const a = this.lapics.get(vcpu);
+    const a = (vcpu.arch.apic ?? undefined);
     if (!a) return -1;
     if (this.hasExtint(a)) return this.pic.readIrq();
     return a.ackInterrupt();
@@ -223,7 +224,7 @@ export class KvmIrqchip implements IrqSource {
   private othersCanRun(vcpu: KvmVcpu): boolean {
     for (const v of this.kvm.vcpus) {
       if (v === vcpu || v.dead) continue;
-      if (v.arch.mpState === KvmMpState.RUNNABLE || this.lapics.get(v)?.pendingEvents) return true;
+      if (v.arch.mpState === KvmMpState.RUNNABLE || (v.arch.apic ?? undefined)?.pendingEvents) return true;
     }
     return false;
   }
@@ -239,7 +240,7 @@ export class KvmIrqchip implements IrqSource {
    */
   waitForEvent(vcpu: KvmVcpu): KvmWaitResult {
     const clock = this.kvm.clock;
-    const a = this.lapics.get(vcpu);
+    const a = (vcpu.arch.apic ?? undefined);
     const virtual = clock.mode === 'virtual';
     if (vcpu.arch.mpState !== KvmMpState.HALTED) {
       // Wait-for-SIPI: only another vCPU can start it.

@@ -247,7 +247,7 @@ function kvmVcpuExitRequest(vcpu: KvmVcpu): boolean {
   const kvm = vcpu.kvm;
   const run = vcpu.run;
   if (++vcpu.runExits >= MAX_EXITS_PER_RUN || vcpu.cpu.state.instructionsRetired - vcpu.runStartRetired >= vcpu.runBudget) return true;
-  if (run.immediateExit || (!kvm.irqchipInKernel && run.requestInterruptWindow) || kvm.tracing('kvm_entry')) return true;
+  if (run.immediateExit || (!kvm.irqchipInKernel && run.requestInterruptWindow)) return true;
   // INIT/SIPI to accept (kvm_apic_accept_events). The TPR needs no sync here: no fastpath
   // handler writes CR8 (vcpuPreRun's syncCr8 is for the slow path's CR8 exits and SET_SREGS).
   const apic = vcpu.arch.apic;
