@@ -87,6 +87,12 @@ const INSN_EXIT_CODE: Partial<Record<InterceptInsn, number>> = {
   [InterceptInsn.XSETBV]: SvmExit.XSETBV, [InterceptInsn.INVPCID]: SvmExit.INVPCID,
 };
 
+/** INSN_EXIT_CODE as a table indexed by InterceptInsn (INTR where SVM has no such exit), for recordExit. */
+const INSN_EXIT_TABLE = Int32Array.from({ length: InterceptInsn.COUNT }, (_, i) => INSN_EXIT_CODE[i as InterceptInsn] ?? SvmExit.INTR);
+/** 1 for the instruction intercepts whose exit carries no decode-assist operand in EXITINFO1/2 (APM 15.8). */
+const INSN_PLAIN = Uint8Array.from({ length: InterceptInsn.COUNT },
+  (_, i) => (i === InterceptInsn.INVLPG || i === InterceptInsn.INTN || i === InterceptInsn.INVPCID ? 0 : 1));
+
 /** CLEAN_GROUPS as flat [offset, length, …] byte ranges, for the overlay of stale clean groups. */
 const CLEAN_RANGES: readonly number[][] = Array.from({ length: VmcbCleanBit.COUNT }, (_, bit) =>
   CLEAN_GROUPS[bit].flatMap((fld) => [fld.offset, fieldBytes(fld)]));
@@ -131,6 +137,27 @@ const W_EXITINFO1 = VMCB_CONTROL.EXITINFO1.offset >> 2;
 const W_EXITINFO2 = VMCB_CONTROL.EXITINFO2.offset >> 2;
 const W_EXITINTINFO = VMCB_CONTROL.EXITINTINFO.offset >> 2;
 const W_NRIP = VMCB_CONTROL.NRIP.offset >> 2;
+const W_VMCB_CLEAN = VMCB_CONTROL.VMCB_CLEAN.offset >> 2;
+/** TLB_CONTROL is byte 0 of its word (0x05c). */
+const W_TLB_CONTROL = VMCB_CONTROL.TLB_CONTROL.offset >> 2;
+/**
+ * The clean bits a resume (SvmHardware.vmrun's lean path) needs set: every group but TPR and
+ * CR2, which KVM rewrites before each VMRUN (vmcb_mark_all_clean) and which the lean path loads
+ * from memory as the general one does.
+ */
+const RESUME_HELD = ALL_CLEAN_GROUPS & ~((1 << VmcbCleanBit.TPR) | (1 << VmcbCleanBit.CR2));
+/**
+ * The imported constants the resume reads, as module-level copies: V8 folds a module `const`
+ * into optimized code, where an imported binding is a property load each time.
+ */
+const EVTINJ_VALID = SVM_EVTINJ_VALID;
+const AVIC_ENABLE = AVIC_ENABLE_MASK;
+const TPR_MASK = V_TPR_MASK;
+const IRQ_MASK = V_IRQ_MASK;
+const SHADOW_MASK = SVM_INTERRUPT_SHADOW_MASK;
+const VINTR_BIT = Intercept1.VINTR;
+const PAUSE_INSN = InterceptInsn.PAUSE;
+const ALL_GROUPS = ALL_CLEAN_GROUPS;
 /** GUEST_INSN_LEN (0xd0) and the 15 instruction bytes after it: four words. */
 const W_INSN = VMCB_CONTROL.GUEST_INSN_LEN.offset >> 2;
 const INSN_LEN_OFFSET = VMCB_CONTROL.GUEST_INSN_LEN.offset;
@@ -145,9 +172,6 @@ function storeBig(w: Int32Array, i: number, v: bigint): void {
   w[i] = BIG32[0];
   w[i + 1] = BIG32[1];
 }
-/** recordExit's EXITINFO1/EXITINFO2 as 32-bit halves (little-endian, as the VMCB); INFO64 views the same bytes. */
-const INFO = new Uint32Array(4);
-const INFO64 = new BigUint64Array(INFO.buffer);
 /** SVM_CR_VALID (bit 63, APM 15.8.1) as EXITINFO1's high half. */
 const SVM_CR_VALID_HI = Number(SVM_CR_VALID >> 32n) >>> 0;
 
@@ -266,6 +290,43 @@ export class SvmHardware {
   failure: VmrunCheckFailure | null = null;
   /** Flushes performed because of TLB_CONTROL (for tests and statistics). */
   tlbControlFlushes = 0;
+  /**
+   * For tests and diagnostics: false sends every VMRUN down the general path, so that a
+   * scenario can be run both ways and the results compared. The lean path is an
+   * implementation shortcut with the same architectural result; this switch changes nothing
+   * a guest or a VMM can observe except the `resumes` count.
+   */
+  resumeEnabled = true;
+  /** VMRUNs that took the lean resume path (for tests and statistics). */
+  resumes = 0;
+  /**
+   * The VMCB of the last #VMEXIT while the processor's cache is still its copy (`exitVmcb`,
+   * with `cachePa` its address), null after invalidateCache or a failed VMRUN.
+   */
+  private resumeVmcb: Vmcb | null = null;
+  /**
+   * The resume's CR2 load: cr2Big is the value of the 64-bit words (cr2Lo, cr2Hi) — what read64
+   * returns for them (0n for 0, 0) — last seen in a CR2 slot.
+   */
+  private cr2Big = 0n;
+  private cr2Lo = 0;
+  private cr2Hi = 0;
+  /** The processor's CR2 equals cr2Big: the resume's #VMEXIT found it so (false after a general-path #VMEXIT). */
+  private cr2InCpu = false;
+  /**
+   * The processor's CR8 is CR8_VALUES[cr8Tpr], loaded by a resume, while CpuState.sysWrites is
+   * still cr8SysWrites (a CR8 write bumps it). -1: no such record (a general-path VMRUN loaded CR8).
+   */
+  private cr8Tpr = -1;
+  private cr8SysWrites = -1;
+  /** DR6 as the last #VMEXIT stored it: the bigint and the words it became (0n is words 0, 0). */
+  private dr6Big = 0n;
+  private dr6Lo = 0;
+  private dr6Hi = 0;
+  /** NRIP as recordExit last stored it: the bigint and the words it became (0n is words 0, 0). */
+  private nripBig = 0n;
+  private nripLo = 0;
+  private nripHi = 0;
 
   constructor(readonly cpu: X86Cpu, readonly host: HostMemory) {
     this.rules = new SvmGuestModeRules(cpu);
@@ -275,6 +336,7 @@ export class SvmHardware {
   /** Forget the cached VMCB (as a different VMCB or a processor reset would). */
   invalidateCache(): void {
     this.cachePa = -1;
+    this.resumeVmcb = null;
   }
 
   /**
@@ -312,6 +374,145 @@ export class SvmHardware {
    * NONE with `failure` set when a consistency check failed.
    */
   vmrun(vmcb: Vmcb, budget: number): GuestExitKind {
+    // The resume (the common re-entry: KVM's fastpath, or any VMRUN after a VMM that wrote only
+    // RAX/RSP/RIP/RFLAGS/INTERRUPT_SHADOW and the TPR/CR2 groups): the same VMCB the processor
+    // last exited from, which has run nothing else since (stateEpoch); every clean bit set
+    // except TPR and CR2, and no clean group written since #VMEXIT (so the processor's copy is
+    // memory, APM 15.15.3); no accessor write to the FS/GS/TR/LDTR/GDTR/IDTR or VMSAVE MSR
+    // slots, no segment load in the processor (the segment and MSR skips of the general path);
+    // no EVENTINJ (15.20), TLB_CONTROL = DO_NOTHING (15.16.1) and AVIC off (15.29, whose pages
+    // the general path loads). Everything the general path would load from a held group is then
+    // already in the processor, and its consistency checks (15.5.1) would not run.
+    const w = vmcb.words;
+    const cleanBits = w[W_VMCB_CLEAN];
+    const intCtl = w[W_INT_CTL];
+    if (!(vmcb === this.resumeVmcb && this.resumeEnabled === true && this.cpu.stateEpoch === this.heldEpoch &&
+      (cleanBits & RESUME_HELD) === RESUME_HELD && (cleanBits & vmcb.writtenGroups) === 0 &&
+      vmcb.segStores === this.segExitStores && vmcb.msrStores === this.msrExitStores && this.cpu.state.segWrites === this.segExitWrites &&
+      ((w[W_EVENTINJ] & EVTINJ_VALID) | (w[W_TLB_CONTROL] & 0xff) | (intCtl & AVIC_ENABLE)) === 0)) {
+      return this.vmrunGeneral(vmcb, budget);
+    }
+    // The lean path (the resume): the general path's result, doing only what can differ from
+    // the processor's state after the last #VMEXIT. Loads RFLAGS, RIP, RSP, RAX, CR2, V_TPR →
+    // CR8 and the interrupt shadow (APM 15.5.2; none of them is in a held clean group); derives
+    // VINTR exiting from V_IRQ (group TPR, always read). The intercepts, permission maps, ASID,
+    // nested paging, TSC_OFFSET and the save-area groups are those the processor holds
+    // (15.15.3), as the general path's buildRules/loadGuestState keep them. #VMEXIT (15.6)
+    // stores the segment and system registers only when the general path would (the same
+    // counters), CR2 and DR6 only when they differ from what the VMCB holds. Nothing but this
+    // code writes the VMCB between this load and that store (AVIC, the one unit that could, is
+    // off). vmrun-resume.test.ts runs each case both ways and compares the VMCB after every exit.
+    const s = this.cpu.state;
+    this.resumes++;
+    this.failure = null;
+    // CR2 (group CR2, always loaded): the bigint last built for the words the slot holds; not
+    // stored again into the processor when it holds that value since the last #VMEXIT.
+    const cr2Lo = w[W_CR2], cr2Hi = w[W_CR2 + 1];
+    if (cr2Lo !== this.cr2Lo || cr2Hi !== this.cr2Hi) {
+      this.cr2Big = vmcb.read64(VMCB_SAVE.CR2);
+      this.cr2Lo = cr2Lo;
+      this.cr2Hi = cr2Hi;
+      s.cr2 = this.cr2Big;
+    } else if (this.cr2InCpu === false) {
+      s.cr2 = this.cr2Big;
+    }
+    // V_TPR → CR8 (APM 15.21.1), unless the processor's CR8 is that value already: loaded by
+    // a resume from the same V_TPR with no CR8 write since (CpuState.sysWrites counts them).
+    const vTprIn = intCtl & TPR_MASK;
+    if (vTprIn !== this.cr8Tpr || s.sysWrites !== this.cr8SysWrites) {
+      s.cr8 = CR8_VALUES[vTprIn];
+      this.cr8Tpr = vTprIn;
+      this.cr8SysWrites = s.sysWrites;
+    }
+    s.rflags = w[W_RFLAGS] >>> 0;
+    s.ripLo = w[W_RIP];
+    s.ripHi = w[W_RIP + 1];
+    s.gprLo[4] = w[W_RSP];
+    s.gprHi[4] = w[W_RSP + 1];
+    s.gprLo[0] = w[W_RAX];
+    s.gprHi[0] = w[W_RAX + 1];
+    s.stiShadow = (w[W_INTERRUPT_SHADOW] & SHADOW_MASK) !== 0;
+    s.movSsShadow = false;
+    s.activity = 0;
+    const entrySysWrites = s.sysWrites;
+    // The rules of groups I, IOPM, ASID and NP are the previous VMRUN's; V_IRQ and AVIC_ENABLE
+    // are in group TPR. AVIC is off here: no APIC page, no CR8 redirection.
+    const r = this.rules;
+    r.irqWindowExiting = (intCtl & IRQ_MASK) !== 0 && ((r.misc1 >>> VINTR_BIT) & 1) === 1;
+    r.apicPage = null;
+    r.cr8 = null;
+    // No EVENTINJ (APM 15.20).
+    this.cpu.injection.valid = false;
+    const avic = this.avic;
+    avic.inGuest = true;
+    let kind: GuestExitKind;
+    if (r.insn[PAUSE_INSN] === 0) {
+      this.pausesFiltered = 0;
+      kind = this.cpu.runGuest(r, budget);
+    } else {
+      kind = this.runWithPauseFilter(vmcb, budget);
+    }
+    avic.inGuest = false;
+
+    // #VMEXIT (APM 15.6), storing what vmexit() stores. The segment fields held the processor's
+    // registers at this VMRUN (the resume condition): stored when the processor loaded a
+    // segment register since. The system registers likewise (sysWrites; the store counters
+    // were checked at VMRUN). The processor's own stores take no copy-on-write snapshot.
+    let stored = false;
+    if (s.segWrites !== this.segExitWrites) {
+      vmcb.writtenGroups = ALL_GROUPS;
+      this.storeSegments(vmcb);
+      stored = true;
+    }
+    if (stored || s.sysWrites !== this.sysExitWrites || vmcb.sysStores !== this.sysExitStores || this.sysExitState !== s) {
+      vmcb.writtenGroups = ALL_GROUPS;
+      this.storeSystem(vmcb, vmcb);
+      stored = true;
+    }
+    vmcb.bytes[CPL_OFFSET] = s.cpl;
+    // CR2 and DR6 (exception delivery writes them): the same value as loaded / last stored and
+    // the slot still holding its words, the store would write what is there. (Nothing writes
+    // the VMCB while the guest runs here, AVIC being off: the CR2 slot holds what was loaded.)
+    if (s.cr2 !== this.cr2Big) {
+      storeBig(w, W_CR2, s.cr2);
+      this.cr2InCpu = false;
+    } else {
+      this.cr2InCpu = true;
+    }
+    if (s.dr6 !== this.dr6Big || w[W_DR6] !== this.dr6Lo || w[W_DR6 + 1] !== this.dr6Hi) this.storeDr6(w, s.dr6);
+    w[W_RFLAGS] = s.rflags; w[W_RFLAGS + 1] = 0;
+    w[W_RIP] = s.ripLo; w[W_RIP + 1] = s.ripHi;
+    w[W_RSP] = s.gprLo[4]; w[W_RSP + 1] = s.gprHi[4];
+    w[W_RAX] = s.gprLo[0]; w[W_RAX + 1] = s.gprHi[0];
+    // V_TPR (APM 15.21.1), as in vmexit(): the guest wrote no CR8 (sysWrites) and V_TPR still
+    // holds what was loaded (nothing wrote the VMCB since), the store writes what is there.
+    if (s.sysWrites !== entrySysWrites) {
+      const b = vmcb.bytes;
+      b[V_TPR_OFFSET] = (b[V_TPR_OFFSET] & ~TPR_MASK) | (Number(s.cr8) & 0xf);
+    }
+    // (The processor set the shadows while it ran: TypeScript's narrowing from the load above does not hold.)
+    w[W_INTERRUPT_SHADOW] = s.stiShadow === true || (s.movSsShadow as boolean) === true ? SHADOW_MASK : 0; w[W_INTERRUPT_SHADOW + 1] = 0;
+    w[W_EVENTINJ] = 0; w[W_EVENTINJ + 1] = 0;
+    this.cpu.injection.valid = false;
+    this.recordExit(vmcb, this.cpu.exit);
+    // vmexit()'s bookkeeping (cachePa, exitVmcb and sysExitState are unchanged; the store
+    // counters move only with the stores above).
+    vmcb.writtenGroups = 0;
+    this.heldEpoch = this.cpu.stateEpoch;
+    this.segExitWrites = s.segWrites;
+    this.sysExitWrites = s.sysWrites;
+    if (stored) {
+      this.segExitStores = vmcb.segStores;
+      this.msrExitStores = vmcb.msrStores;
+      this.sysExitStores = vmcb.sysStores;
+    }
+    return kind;
+  }
+
+  /** VMRUN's general path: every case the resume (vmrun) does not cover. */
+  private vmrunGeneral(vmcb: Vmcb, budget: number): GuestExitKind {
+    // (loadGuestState loads CR8 from this VMCB: the resume's record of it no longer holds.)
+    this.cr8Tpr = -1;
     const eff = this.effectiveVmcb(vmcb);
     // Groups VMRUN takes from the processor's copy (clean bits set, the copy is this VMCB's): their
     // values are what the last #VMEXIT stored, and the processor still holds them unless it ran
@@ -331,6 +532,7 @@ export class SvmHardware {
       vmcb.write64(VMCB_CONTROL.EXITINFO2, 0n);
       vmcb.write64(VMCB_CONTROL.EXITINTINFO, 0n);
       this.cachePa = -1;
+      this.resumeVmcb = null;
       return K.NONE;
     }
     this.tlbControl(eff);
@@ -588,42 +790,21 @@ export class SvmHardware {
     // APM 15.6 stores ES…LDTR at every #VMEXIT. When the fields held the processor's segment
     // registers at VMRUN and neither side changed since (no accessor write to the fields, no
     // segment load in the processor: CpuState.segWrites), that store writes what they hold.
-    if (vmcb.segStores !== this.segEntryStores || this.segVmcb !== vmcb || s.segWrites !== this.segEntryWrites) {
-      for (let i = 0; i < 8; i++) {
-        vmcb.writeSegHalves(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], s.segBaseLo[i], s.segBaseHi[i]);
-      }
-    }
+    if (vmcb.segStores !== this.segEntryStores || this.segVmcb !== vmcb || s.segWrites !== this.segEntryWrites) this.storeSegments(vmcb);
     // The same for GDTR/IDTR, EFER, CR0/CR3/CR4, DR7, the MSR slots, DBGCTL and G_PAT: when the
     // previous #VMEXIT stored them into this VMCB, no accessor wrote those slots since (segStores,
     // sysStores, msrStores) and the processor wrote none of those registers (CpuState.sysWrites),
     // the store writes what they hold. CR2 and DR6 (exception delivery writes them) always.
     const sysHeld = this.exitVmcb === vmcb && this.sysExitState === s && s.sysWrites === this.sysExitWrites &&
       vmcb.sysStores === this.sysExitStores && vmcb.msrStores === this.msrExitStores && vmcb.segStores === this.segExitStores;
-    if (!sysHeld) {
-      vmcb.setDtParts(VMCB_SAVE.GDTR, s.gdtrLimit, s.gdtrBase);
-      vmcb.setDtParts(VMCB_SAVE.IDTR, s.idtrLimit, s.idtrBase);
-      vmcb.store64(VMCB_SAVE.EFER, s.efer);
-      vmcb.store64(VMCB_SAVE.CR0, s.cr0);
-      vmcb.store64(VMCB_SAVE.CR3, s.cr3);
-      vmcb.store64(VMCB_SAVE.CR4, s.cr4);
-      vmcb.store64(VMCB_SAVE.DR7, s.dr7);
-      vmcb.store64(VMCB_SAVE.STAR, s.star);
-      vmcb.store64(VMCB_SAVE.LSTAR, s.lstar);
-      vmcb.store64(VMCB_SAVE.CSTAR, s.cstar);
-      vmcb.store64(VMCB_SAVE.SFMASK, s.sfmask);
-      vmcb.store64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
-      vmcb.store64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
-      vmcb.store64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
-      vmcb.store64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
-      vmcb.store64(VMCB_SAVE.DBGCTL, s.debugctl);
-      if ((eff.words[W_NP_ENABLE] & NP_ENABLE_BIT) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
-    }
+    if (!sysHeld) this.storeSystem(vmcb, eff);
     // The state every #VMEXIT stores, by word index (Vmcb.words; no store counter is involved:
     // they are sampled below, after the stores).
     const w = vmcb.words;
     vmcb.bytes[CPL_OFFSET] = s.cpl;
     storeBig(w, W_CR2, s.cr2);
-    storeBig(w, W_DR6, s.dr6);
+    this.storeDr6(w, s.dr6);
+    this.cr2InCpu = false;
     w[W_RFLAGS] = s.rflags; w[W_RFLAGS + 1] = 0;
     w[W_RIP] = s.ripLo; w[W_RIP + 1] = s.ripHi;
     w[W_RSP] = s.gprLo[4]; w[W_RSP + 1] = s.gprHi[4];
@@ -643,6 +824,7 @@ export class SvmHardware {
     // The cache now holds this VMCB as stored: every group clean of writes again.
     vmcb.writtenGroups = 0;
     this.cachePa = vmcb.pa;
+    this.resumeVmcb = vmcb;
     this.heldEpoch = this.cpu.stateEpoch;
     this.segExitStores = vmcb.segStores;
     this.segExitWrites = s.segWrites;
@@ -653,12 +835,87 @@ export class SvmHardware {
     this.sysExitState = s;
   }
 
+  /** #VMEXIT's store of ES…LDTR (APM 15.6), through the accessors (the caller has marked every group written). */
+  private storeSegments(vmcb: Vmcb): void {
+    const s = this.cpu.state;
+    for (let i = 0; i < 8; i++) {
+      vmcb.writeSegHalves(SREG_FIELDS[i], s.segSel[i], cpuToAttrib(s.segAttr[i]), s.segLimit[i], s.segBaseLo[i], s.segBaseHi[i]);
+    }
+  }
+
+  /**
+   * #VMEXIT's store of GDTR/IDTR, EFER, CR0/CR3/CR4, DR7, the VMSAVE MSRs, DBGCTL and, with
+   * nested paging as this VMRUN ran it (`eff`), G_PAT (APM 15.25.8).
+   */
+  private storeSystem(vmcb: Vmcb, eff: Vmcb): void {
+    const s = this.cpu.state;
+    vmcb.setDtParts(VMCB_SAVE.GDTR, s.gdtrLimit, s.gdtrBase);
+    vmcb.setDtParts(VMCB_SAVE.IDTR, s.idtrLimit, s.idtrBase);
+    vmcb.store64(VMCB_SAVE.EFER, s.efer);
+    vmcb.store64(VMCB_SAVE.CR0, s.cr0);
+    vmcb.store64(VMCB_SAVE.CR3, s.cr3);
+    vmcb.store64(VMCB_SAVE.CR4, s.cr4);
+    vmcb.store64(VMCB_SAVE.DR7, s.dr7);
+    vmcb.store64(VMCB_SAVE.STAR, s.star);
+    vmcb.store64(VMCB_SAVE.LSTAR, s.lstar);
+    vmcb.store64(VMCB_SAVE.CSTAR, s.cstar);
+    vmcb.store64(VMCB_SAVE.SFMASK, s.sfmask);
+    vmcb.store64(VMCB_SAVE.KERNEL_GS_BASE, s.kernelGsBase);
+    vmcb.store64(VMCB_SAVE.SYSENTER_CS, s.sysenterCs);
+    vmcb.store64(VMCB_SAVE.SYSENTER_ESP, s.sysenterEsp);
+    vmcb.store64(VMCB_SAVE.SYSENTER_EIP, s.sysenterEip);
+    vmcb.store64(VMCB_SAVE.DBGCTL, s.debugctl);
+    if ((eff.words[W_NP_ENABLE] & NP_ENABLE_BIT) !== 0) vmcb.store64(VMCB_SAVE.G_PAT, s.pat);
+  }
+
+  /** DR6 into the VMCB, remembered (bigint and words) for the resume's comparison. */
+  private storeDr6(w: Int32Array, dr6: bigint): void {
+    storeBig(w, W_DR6, dr6);
+    this.dr6Big = dr6;
+    this.dr6Lo = w[W_DR6];
+    this.dr6Hi = w[W_DR6 + 1];
+  }
+
   /** EXITCODE, EXITINFO1/2, EXITINTINFO, nRIP and guest instruction bytes for one neutral exit. */
   recordExit(vmcb: Vmcb, ex: GuestExit): void {
+    // The usual exit first, in a body small enough for V8 to inline into VMRUN: an intercepted
+    // instruction without decode-assist operands (APM 15.8) has EXITINFO1/2 zero, nRIP set and
+    // no instruction bytes.
+    if (ex.kind !== K.INSTRUCTION || INSN_PLAIN[ex.insn] !== 1) {
+      this.recordOtherExit(vmcb, ex);
+      return;
+    }
+    const w = vmcb.words;
+    w[W_EXITCODE] = INSN_EXIT_TABLE[ex.insn]; w[W_EXITCODE + 1] = 0;
+    w[W_EXITINFO1] = 0; w[W_EXITINFO1 + 1] = 0;
+    w[W_EXITINFO2] = 0; w[W_EXITINFO2 + 1] = 0;
+    this.storeNrip(w, ex.nextRip);
+    if ((w[W_INSN] | w[W_INSN + 1] | w[W_INSN + 2] | w[W_INSN + 3]) !== 0) {
+      w[W_INSN] = 0; w[W_INSN + 1] = 0; w[W_INSN + 2] = 0; w[W_INSN + 3] = 0;
+    }
+    if (ex.vectoring.valid) storeBig(w, W_EXITINTINFO, encodeVectoring(ex));
+    else { w[W_EXITINTINFO] = 0; w[W_EXITINTINFO + 1] = 0; }
+  }
+
+  /**
+   * nRIP (APM 15.7.1). The value last stored, with the slot still holding its words (the same
+   * instruction exiting again), would write what is there: no BigInt conversion.
+   */
+  private storeNrip(w: Int32Array, nrip: bigint): void {
+    if (nrip !== this.nripBig || w[W_NRIP] !== this.nripLo || w[W_NRIP + 1] !== this.nripHi) {
+      storeBig(w, W_NRIP, nrip);
+      this.nripBig = nrip;
+      this.nripLo = w[W_NRIP];
+      this.nripHi = w[W_NRIP + 1];
+    }
+  }
+
+  /** recordExit for every exit but a plain instruction intercept. */
+  private recordOtherExit(vmcb: Vmcb, ex: GuestExit): void {
     let code: number;
-    // EXITINFO1/2 as 32-bit halves (INFO[0..1], INFO[2..3]); a bigint value goes through INFO64.
-    const info = INFO;
-    info[0] = 0; info[1] = 0; info[2] = 0; info[3] = 0;
+    // EXITINFO1/2 as 32-bit halves (i0/i1, i2/i3, little-endian as the VMCB); a bigint value goes
+    // through BIG/BIG32 (locals, not a scratch array: no typed-array access for the usual zeros).
+    let i0 = 0, i1 = 0, i2 = 0, i3 = 0;
     let nrip: bigint | null = null;
     let insnBytes = false;
     switch (ex.kind) {
@@ -677,24 +934,23 @@ export class SvmHardware {
       case K.EXCEPTION:
         code = SvmExit.EXCP_BASE + ex.vector;
         // APM 15.12: EXITINFO1 holds the error code when the exception pushes one; #PF puts the faulting address in EXITINFO2.
-        if (ex.hasErrorCode) info[0] = ex.errorCode;
-        if (ex.vector === 14) { INFO64[1] = ex.faultAddress; insnBytes = true; }
+        if (ex.hasErrorCode) i0 = ex.errorCode;
+        if (ex.vector === 14) { BIG[0] = ex.faultAddress; i2 = BIG32[0]; i3 = BIG32[1]; insnBytes = true; }
         break;
       case K.TASK_SWITCH:
         code = SvmExit.TASK_SWITCH;
-        info[0] = ex.taskSelector & 0xffff;
+        i0 = ex.taskSelector & 0xffff;
         // EXITINFO2's reason bits all lie in the high half (bits 36, 38, 44).
-        if (ex.taskSource === 1) info[3] |= 1 << (Number(SVM_EXITINFOSHIFT_TS_REASON_IRET) - 32);
-        if (ex.taskSource === 2) info[3] |= 1 << (Number(SVM_EXITINFOSHIFT_TS_REASON_JMP) - 32);
-        if (ex.hasErrorCode) { info[3] |= 1 << (Number(SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE) - 32); info[2] = ex.errorCode; }
+        if (ex.taskSource === 1) i3 |= 1 << (Number(SVM_EXITINFOSHIFT_TS_REASON_IRET) - 32);
+        if (ex.taskSource === 2) i3 |= 1 << (Number(SVM_EXITINFOSHIFT_TS_REASON_JMP) - 32);
+        if (ex.hasErrorCode) { i3 |= 1 << (Number(SVM_EXITINFOSHIFT_TS_HAS_ERROR_CODE) - 32); i2 = ex.errorCode; }
         break;
       case K.INSTRUCTION: {
-        const c = INSN_EXIT_CODE[ex.insn];
-        code = c ?? SvmExit.INTR;
+        code = INSN_EXIT_TABLE[ex.insn] ?? SvmExit.INTR;
         nrip = ex.nextRip;
-        if (ex.insn === II.INVLPG) INFO64[0] = ex.faultAddress; // decode assist: the linear address
-        else if (ex.insn === II.INTN) info[0] = ex.vector & 0xff; // decode assist: INTn vector
-        else if (ex.insn === II.INVPCID) { INFO64[0] = ex.memOperandAddress; INFO64[1] = ex.value; }
+        if (ex.insn === II.INVLPG) { BIG[0] = ex.faultAddress; i0 = BIG32[0]; i1 = BIG32[1]; } // decode assist: the linear address
+        else if (ex.insn === II.INTN) i0 = ex.vector & 0xff; // decode assist: INTn vector
+        else if (ex.insn === II.INVPCID) { BIG[0] = ex.memOperandAddress; i0 = BIG32[0]; i1 = BIG32[1]; BIG[0] = ex.value; i2 = BIG32[0]; i3 = BIG32[1]; }
         break;
       }
       case K.CR_ACCESS: {
@@ -703,7 +959,7 @@ export class SvmHardware {
         code = selective ? SvmExit.CR0_SEL_WRITE : (write ? SvmExit.WRITE_CR0 : SvmExit.READ_CR0) + ex.crNumber;
         // APM 15.8.1 decode assist: bit 63 set for MOV CRn with the GPR in bits 3:0; clear for LMSW/CLTS.
         if (ex.crAccessType === CA.MOV_TO_CR || ex.crAccessType === CA.MOV_FROM_CR) {
-          info[0] = ex.gpr & 0xf; info[1] = SVM_CR_VALID_HI;
+          i0 = ex.gpr & 0xf; i1 = SVM_CR_VALID_HI;
         }
         nrip = ex.nextRip;
         break;
@@ -711,32 +967,32 @@ export class SvmHardware {
       case K.CR_WRITE_TRAP:
         // Trap-like (APM 15.35): the write completed, RIP is past it, EXITINFO1 is the new value.
         code = SvmExit.CR0_WRITE_TRAP + ex.crNumber;
-        INFO64[0] = ex.value;
+        BIG[0] = ex.value; i0 = BIG32[0]; i1 = BIG32[1];
         nrip = ex.nextRip;
         break;
       case K.MSR_WRITE_TRAP:
         code = SvmExit.EFER_WRITE_TRAP;
-        INFO64[0] = ex.value;
+        BIG[0] = ex.value; i0 = BIG32[0]; i1 = BIG32[1];
         nrip = ex.nextRip;
         break;
       case K.APIC_ACCESS:
       case K.APIC_WRITE:
         // APM 15.29 AVIC_NOACCEL: EXITINFO1 = register offset | write (bit 32); trap-like writes carry the EOI'd vector in EXITINFO2.
         code = SvmExit.AVIC_UNACCELERATED_ACCESS;
-        INFO64[0] = ex.gpa | (ex.access & ACCESS_WRITE ? AVIC_UNACCEL_ACCESS_WRITE_BIT : 0n);
-        if (ex.kind === K.APIC_WRITE) info[2] = ex.vector;
+        BIG[0] = ex.gpa | (ex.access & ACCESS_WRITE ? AVIC_UNACCEL_ACCESS_WRITE_BIT : 0n); i0 = BIG32[0]; i1 = BIG32[1];
+        if (ex.kind === K.APIC_WRITE) i2 = ex.vector;
         nrip = ex.nextRip;
         break;
       case K.INCOMPLETE_IPI:
         // APM 15.29 AVIC_INCOMPLETE_IPI: EXITINFO1 = ICR (high:low), EXITINFO2 = cause (63:32) | table index (8:0).
         code = SvmExit.AVIC_INCOMPLETE_IPI;
-        INFO64[0] = ex.value;
-        info[2] = ex.vector & 0x1ff; info[3] = ex.errorCode;
+        BIG[0] = ex.value; i0 = BIG32[0]; i1 = BIG32[1];
+        i2 = ex.vector & 0x1ff; i3 = ex.errorCode;
         nrip = ex.nextRip;
         break;
       case K.DR_ACCESS:
         code = (ex.isWrite ? SvmExit.WRITE_DR0 : SvmExit.READ_DR0) + ex.drNumber;
-        info[0] = ex.gpr & 0xf;
+        i0 = ex.gpr & 0xf;
         nrip = ex.nextRip;
         break;
       case K.IO: {
@@ -750,24 +1006,24 @@ export class SvmHardware {
           i |= ex.addrSize === 2 ? SVM_IOIO_A16 : ex.addrSize === 4 ? SVM_IOIO_A32 : SVM_IOIO_A64;
           i |= (ex.segment & 7) << SVM_IOIO_SEG_SHIFT;
         }
-        info[0] = i;
+        i0 = i;
         // APM 15.10.2: EXITINFO2 is the RIP of the instruction after the IN/OUT.
         nrip = ex.nextRip;
-        INFO64[1] = nrip;
+        BIG[0] = nrip; i2 = BIG32[0]; i3 = BIG32[1];
         break;
       }
       case K.MSR_READ:
       case K.MSR_WRITE:
         code = SvmExit.MSR;
-        info[0] = ex.kind === K.MSR_WRITE ? 1 : 0;
+        i0 = ex.kind === K.MSR_WRITE ? 1 : 0;
         nrip = ex.nextRip;
         break;
       case K.TDP_FAULT:
       case K.TDP_MISCONFIG:
       case K.MMIO:
         code = SvmExit.NPF;
-        INFO64[0] = npfErrorCode(ex);
-        INFO64[1] = ex.gpa;
+        BIG[0] = npfErrorCode(ex); i0 = BIG32[0]; i1 = BIG32[1];
+        BIG[0] = ex.gpa; i2 = BIG32[0]; i3 = BIG32[1];
         insnBytes = true;
         break;
       default:
@@ -779,9 +1035,9 @@ export class SvmHardware {
     // EXITCODE is a 64-bit field; every code here is a small non-negative number (APM Appendix C).
     const w = vmcb.words;
     w[W_EXITCODE] = code; w[W_EXITCODE + 1] = 0;
-    w[W_EXITINFO1] = info[0]; w[W_EXITINFO1 + 1] = info[1];
-    w[W_EXITINFO2] = info[2]; w[W_EXITINFO2 + 1] = info[3];
-    if (nrip === null) { w[W_NRIP] = 0; w[W_NRIP + 1] = 0; } else storeBig(w, W_NRIP, nrip);
+    w[W_EXITINFO1] = i0; w[W_EXITINFO1 + 1] = i1;
+    w[W_EXITINFO2] = i2; w[W_EXITINFO2 + 1] = i3;
+    if (nrip === null) { w[W_NRIP] = 0; w[W_NRIP + 1] = 0; } else this.storeNrip(w, nrip);
     // Decode assists (APM 15.8.4): GUEST_INSN_LEN and the bytes, zero when none were fetched.
     // The four words are tested first: zero already (the usual exit) means nothing to write.
     const count = insnBytes ? Math.min(15, ex.insnBytesCount) : 0;
