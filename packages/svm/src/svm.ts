@@ -68,6 +68,8 @@ const KVM_X86_SHADOW_INT_STI = 2;
 const SVM_LAZY_REGS = (1 << KvmReg.RAX) | (1 << KvmReg.RSP) | (1 << KvmReg.RIP) | (1 << KvmReg.CR3) | (1 << KvmReg.CR0) | (1 << KvmReg.PDPTR);
 /** The GPRs other than RAX/RSP: in the processor around VMRUN, read back lazily after #VMEXIT. */
 const SVM_PROCESSOR_GPRS = 0xffff & ~((1 << KvmReg.RAX) | (1 << KvmReg.RSP));
+/** The save-area registers svm_vcpu_run copies back at every #VMEXIT. */
+const SVM_EAGER_REGS = (1 << KvmReg.RAX) | (1 << KvmReg.RSP) | (1 << KvmReg.RIP);
 // @tsvisor/core's exports are getters on a dictionary-mode object: the VMRUN path reads these copies.
 const REG_RAX = KvmReg.RAX, REG_RSP = KvmReg.RSP, REG_RIP = KvmReg.RIP;
 const FASTPATH_NONE = ExitFastpathCompletion.EXIT_FASTPATH_NONE;
@@ -449,7 +451,6 @@ export class SvmBackend implements X86Ops {
 
   /** svm_cache_reg: RAX, RSP, RIP and (with NPT) CR3 live in the save area; CR0.TS/MP may have changed. */
   cacheReg(vcpu: KvmVcpu, reg: KvmReg): void {
-    const v = svmOf(vcpu).vmcb;
     const a = vcpu.arch;
     if ((SVM_PROCESSOR_GPRS >> reg) & 1) {
       // A GPR the processor still holds since #VMEXIT.
@@ -459,6 +460,7 @@ export class SvmBackend implements X86Ops {
       a.regsAvail |= 1 << reg;
       return;
     }
+    const v = svmOf(vcpu).vmcb;
     switch (reg) {
       case REG_RAX: a.regs32[2 * REG_RAX] = v.words[W_RAX]; a.regs32[2 * REG_RAX + 1] = v.words[W_RAX + 1]; break;
       case REG_RSP: a.regs32[2 * REG_RSP] = v.words[W_RSP]; a.regs32[2 * REG_RSP + 1] = v.words[W_RSP + 1]; break;
@@ -574,7 +576,12 @@ export class SvmBackend implements X86Ops {
     svm.lastFailure = failure;
     if (!failure) {
       svm.tscAux = s.tscAux;
-      a.regsAvail &= ~(SVM_LAZY_REGS | SVM_PROCESSOR_GPRS);
+      // svm_vcpu_run: RAX, RSP and RIP are read back from the save area after every #VMEXIT
+      // (every exit handler wants RIP, most want RAX); the other lazy registers stay lazy.
+      r32[2 * REG_RAX] = w[W_RAX]; r32[2 * REG_RAX + 1] = w[W_RAX + 1];
+      r32[2 * REG_RSP] = w[W_RSP]; r32[2 * REG_RSP + 1] = w[W_RSP + 1];
+      r32[2 * REG_RIP] = w[W_RIP]; r32[2 * REG_RIP + 1] = w[W_RIP + 1];
+      a.regsAvail = (a.regsAvail & ~(SVM_LAZY_REGS | SVM_PROCESSOR_GPRS)) | SVM_EAGER_REGS;
       a.regsDirty = 0;
       a.cr2 = v.read64(VMCB_SAVE.CR2);
       // sync_cr8_to_lapic
@@ -732,7 +739,9 @@ export class SvmBackend implements X86Ops {
       internalError(vcpu, KvmInternalError.KVM_INTERNAL_ERROR_EMULATION, 'svm: cannot skip the instruction: no nRIP was saved for this exit');
       return 0;
     } else vcpu.registerWrite(REG_RIP, svm.nextRip);
-    this.setInterruptShadow(vcpu, 0);
+    // svm_set_interrupt_shadow(vcpu, 0)
+    const w = v.words;
+    w[W_INTERRUPT_SHADOW] &= ~SVM_INTERRUPT_SHADOW_MASK;
     return 1;
   }
 

@@ -99,20 +99,26 @@ describe('control registers, descriptor tables, RFLAGS, register cache', () => {
     expect(d).toEqual({ size: 0x27, address: 0x9000n });
   });
 
-  test('RIP/RSP/RAX are read lazily from the VMCB through cacheReg after an exit', () => {
+  test('RAX/RSP/RIP are copied back from the save area at every exit; the other GPRs come from the processor through cacheReg', () => {
     const { vcpu, guest } = longModeGuest((a) => {
       a.mov(eax, 0xabcd);
+      a.mov(edi, 0x1234);
       a.here('h');
       a.hlt();
     });
     runToHlt(vcpu);
-    // HLT's skip wrote RIP (nRIP); RAX was never asked for since the exit.
-    expect(vcpu.arch.regsAvail & (1 << KvmReg.RAX)).toBe(0);
+    // svm_vcpu_run reads RAX/RSP/RIP back after #VMEXIT: cached, and what the save area holds.
     const svm = svmOf(vcpu);
-    svm.vmcb.write64(VMCB_SAVE.RAX, 0x5555n);
-    expect(vcpu.registerRead(KvmReg.RAX)).toBe(0x5555n);
     expect(vcpu.arch.regsAvail & (1 << KvmReg.RAX)).not.toBe(0);
+    expect(vcpu.registerRead(KvmReg.RAX)).toBe(0xabcdn);
+    expect(vcpu.registerRead(KvmReg.RAX)).toBe(svm.vmcb.read64(VMCB_SAVE.RAX));
+    expect(vcpu.registerRead(KvmReg.RSP)).toBe(svm.vmcb.read64(VMCB_SAVE.RSP));
     expect(vcpu.registerRead(KvmReg.RIP)).toBe(BigInt(guest.symbols['h'] + 1));
+    // RDI was never asked for since the exit: it is read from the processor on first use.
+    expect(vcpu.arch.regsAvail & (1 << KvmReg.RDI)).toBe(0);
+    vcpu.cpu.state.gprLo[KvmReg.RDI] = 0x5555;
+    expect(vcpu.registerRead(KvmReg.RDI)).toBe(0x5555n);
+    expect(vcpu.arch.regsAvail & (1 << KvmReg.RDI)).not.toBe(0);
     // CR3 is the guest's own under NPT: read from the save area.
     expect(vcpu.readCr3()).toBe(svm.vmcb.read64(VMCB_SAVE.CR3));
     expect(vcpu.readCr3()).toBe(0x70000n);
