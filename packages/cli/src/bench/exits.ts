@@ -14,6 +14,7 @@ import { KvmExitReason, KvmMpState, Machine, KvmVcpu } from '@tsvisor/core';
 import { buildExitLoop, ExitOp, GuestImage } from '@tsvisor/testkit';
 import { buildHltTimerGuest, buildIpiGuest } from './guests';
 import { BenchSizes, ExitWorkload } from './options';
+import { settleHeap } from './heap';
 import { mapStat, Stat, stat } from './stats';
 import { BACKEND_CLASSES, BenchBackend, bootBench, CpuTier, cpuNs, DEFAULT_TIER, drive, expectHalt, nowNs, setTier } from './vm';
 
@@ -227,7 +228,7 @@ function exitCase(exit: ExitWorkload, backend: BenchBackend, s: BenchSizes, tier
         return vm.pass();
       },
       dispose: () => { withVm.destroy(); baseVm.destroy(); },
-      note: 'steady state: one VM per side; untimed passes (50,000 exits, then vmexit.c\'s doubling until one loop takes ≥ 50 ms of CPU), then each timed pass restarts the loop in the same VM',
+      note: 'steady state: one VM per side; untimed passes (50,000 exits, then vmexit.c\'s doubling until one loop takes ≥ 50 ms of CPU) and a full garbage collection (heap.ts), then each timed pass restarts the loop in the same VM',
     };
     return c;
   }
@@ -291,6 +292,8 @@ export function benchExit(exit: ExitWorkload, backend: BenchBackend, s: BenchSiz
       // GOAL, 2^27 TSC cycles ≈ 50 ms) for the clocks' resolution and the noise not to matter.
       while (c.iterations < STEADY_MAX_ITERATIONS && c.run(true).cpuNs < STEADY_GOAL_NS) c.iterations *= 2;
       c.run(false);
+      // The heap as a VM that has run for a while has it (heap.ts): warmed-up objects old.
+      settleHeap();
     }
     for (let i = 0; i < s.repeat; i++) {
       const w = c.run(true);
