@@ -130,9 +130,15 @@ export function kvmEmulateCpuid(vcpu: KvmVcpu): number {
   const a = e ? e.eax : 0, b = e ? e.ebx : 0, c = e ? e.ecx : 0, d = e ? e.edx : 0;
   vcpu.kvm.stats.cpuidExits++;
   if (vcpu.kvm.tracing('kvm_cpuid')) vcpu.kvm.trace('kvm_cpuid', vcpu, () => `func ${fn.toString(16)} idx ${index.toString(16)} rax ${a.toString(16)} rbx ${b.toString(16)} rcx ${c.toString(16)} rdx ${d.toString(16)}`);
-  vcpu.registerWriteHalves(KvmReg.RAX, a, 0);
-  vcpu.registerWriteHalves(KvmReg.RBX, b, 0);
-  vcpu.registerWriteHalves(KvmReg.RCX, c, 0);
-  vcpu.registerWriteHalves(KvmReg.RDX, d, 0);
+  // kvm_rax_write … kvm_rdx_write as 32-bit halves, in one go: RAX, RCX, RDX, RBX are
+  // registers 0-3 (enum kvm_reg), so words 0-7 of regs32 and bits 0-3 of avail/dirty.
+  const arch = vcpu.arch;
+  const r32 = arch.regs32;
+  r32[0] = a; r32[1] = 0; r32[2] = c; r32[3] = 0; r32[4] = d; r32[5] = 0; r32[6] = b; r32[7] = 0;
+  arch.regsAvail |= CPUID_OUTPUT_REGS;
+  arch.regsDirty |= CPUID_OUTPUT_REGS;
   return vcpu.kvm.skipEmulatedInstruction(vcpu);
 }
+
+/** RAX, RCX, RDX and RBX as regsAvail/regsDirty bits. */
+const CPUID_OUTPUT_REGS = (1 << KvmReg.RAX) | (1 << KvmReg.RCX) | (1 << KvmReg.RDX) | (1 << KvmReg.RBX);
