@@ -377,12 +377,49 @@ function badGuestPdpte(v: Vmcs): number {
  */
 export function checkGuestRip(v: Vmcs): EntryCheckResult {
   // Every entry runs this: the fields are read by slot (no per-read encoding check).
-  const lo = v.lo;
-  const ripHi = v.hi[S_RIP];
-  const longCs = (lo[S_ENTRY_CONTROLS] & D.VM_ENTRY_IA32E_MODE) !== 0 && (lo[S_CS_AR] & 0x2000) !== 0;
-  if (longCs ? canonicalHigh(ripHi) : ripHi === 0) return OK;
+  if (guestRipOk(v)) return OK;
+  const longCs = (v.lo[S_ENTRY_CONTROLS] & D.VM_ENTRY_IA32E_MODE) !== 0 && (v.lo[S_CS_AR] & 0x2000) !== 0;
   return guest(longCs ? 'RIP must be canonical in 64-bit mode' : 'RIP bits 63:32 must be 0 outside 64-bit mode');
+}
+/** checkGuestRip's test alone (no result object). */
+function guestRipOk(v: Vmcs): boolean {
+  const ripHi = v.hi[S_RIP];
+  const lo = v.lo;
+  const longCs = (lo[S_ENTRY_CONTROLS] & D.VM_ENTRY_IA32E_MODE) !== 0 && (lo[S_CS_AR] & 0x2000) !== 0;
+  return longCs ? canonicalHigh(ripHi) : ripHi === 0;
 }
 const S_RIP = Vmcs.slotOf(F.GUEST_RIP);
 const S_ENTRY_CONTROLS = Vmcs.slotOf(F.VM_ENTRY_CONTROLS);
 const S_CS_AR = Vmcs.slotOf(F.GUEST_CS_AR_BYTES);
+const S_RFLAGS = Vmcs.slotOf(F.GUEST_RFLAGS);
+const S_INTERRUPTIBILITY = Vmcs.slotOf(F.GUEST_INTERRUPTIBILITY_INFO);
+const S_ACTIVITY = Vmcs.slotOf(F.GUEST_ACTIVITY_STATE);
+const ENTRY_SMM = D.VM_ENTRY_SMM;
+const ACTIVITY_HLT = D.GUEST_ACTIVITY_HLT;
+const BLOCK_STI = D.GUEST_INTR_STATE_STI;
+const BLOCK_SMI = D.GUEST_INTR_STATE_SMI;
+const BLOCK_ENCLAVE = D.GUEST_INTR_STATE_ENCLAVE_INTR;
+
+/**
+ * The checks of checkGuestState that read the fields a resume (vmenter.ts) accepts VMWRITEs
+ * of — RIP (27.3.1.4), RFLAGS (27.3.1.2: RFLAGS.VM; 27.3.1.4) and the interruptibility state
+ * (27.3.1.5) — for an entry with no event injected (the VM-entry interruption-information
+ * valid bit clear). A resume enters with every other guest-state, control and host-state field
+ * as the last VM exit left it (Vmcs.heldGeneration): the processor's own stores, or fields that
+ * passed the checks at the entry before. All of 27.2–27.3 then passes exactly when these do.
+ * RSP and the preemption-timer value have no checks. False: the caller takes the general
+ * path, whose full checks report the failure.
+ */
+export function resumeChecksPass(v: Vmcs): boolean {
+  if (!guestRipOk(v)) return false;
+  const lo = v.lo;
+  const fl = lo[S_RFLAGS];
+  // Reserved bits 0 and bit 1 set; VM clear (this processor has no virtual-8086 guests).
+  if (v.hi[S_RFLAGS] !== 0 || (fl & 0xffc08028) !== 0 || (fl & 2) === 0 || (fl & 0x20000) !== 0) return false;
+  const st = lo[S_INTERRUPTIBILITY];
+  if ((st & 0xffffffe0) !== 0 || (st & BLOCK_ENCLAVE) !== 0 || (st & 3) === 3) return false;
+  if ((st & BLOCK_STI) !== 0 && (fl & 0x200) === 0) return false;
+  if ((st & BLOCK_SMI) !== 0 && (lo[S_ENTRY_CONTROLS] & ENTRY_SMM) === 0) return false;
+  if ((st & 3) !== 0 && lo[S_ACTIVITY] === ACTIVITY_HLT) return false;
+  return true;
+}

@@ -329,6 +329,46 @@ export function encodeExit(e: GuestExit, ackIntrOnExit: boolean, out: VmxExitRec
   return out;
 }
 
+/**
+ * The basic exit reason of an instruction exit whose information is its reason and its length
+ * alone (SDM 28.2.1: no exit qualification; 28.2.5: no instruction information), by
+ * InterceptInsn; -1 for the instructions encodeExit treats otherwise (VMX instructions, INVLPG
+ * and INVPCID with their qualification, descriptor-table instructions with their instruction
+ * information, instructions without a VMX exit of their own).
+ */
+const PLAIN_INSN_REASON = Int32Array.from({ length: InterceptInsn.COUNT }, (_, i) => {
+  const r = INSN_EXIT_REASON[i as InterceptInsn];
+  if (r === undefined || i === InterceptInsn.INVLPG || i === InterceptInsn.INVPCID ||
+    r === ExitReason.GDTR_IDTR || r === ExitReason.LDTR_TR) return -1;
+  return r;
+});
+const K_INSTRUCTION = GuestExitKind.INSTRUCTION;
+
+/**
+ * encodeExit + recordExit for the most common exit, without the record: an intercepted
+ * instruction that reports only its reason and length, not during event delivery (28.2.4:
+ * IDT-vectoring information clear). Writes the same fields with the same values (every other
+ * exit-information field 0) and returns the basic exit reason, or -1 (nothing written) for any
+ * other exit.
+ */
+export function recordPlainInstructionExit(vmcs: Vmcs, e: GuestExit): number {
+  if (e.kind !== K_INSTRUCTION || e.vectoring.valid) return -1;
+  const reason = PLAIN_INSN_REASON[e.insn];
+  if (reason < 0) return -1;
+  const lo = vmcs.lo, hi = vmcs.hi;
+  lo[S_EXIT_REASON] = reason;
+  lo[S_INTR_INFO] = 0;
+  lo[S_INTR_ERROR_CODE] = 0;
+  lo[S_INSTRUCTION_LEN] = e.insnLength;
+  lo[S_INSTRUCTION_INFO] = 0;
+  lo[S_QUALIFICATION] = hi[S_QUALIFICATION] = 0;
+  lo[S_GUEST_PHYSICAL] = hi[S_GUEST_PHYSICAL] = 0;
+  lo[S_GUEST_LINEAR] = hi[S_GUEST_LINEAR] = 0;
+  lo[S_IDT_VECTORING_INFO] = 0;
+  lo[S_IDT_VECTORING_ERROR] = 0;
+  return reason;
+}
+
 const S_EXIT_REASON = Vmcs.exitSlotOf(F.VM_EXIT_REASON);
 const S_QUALIFICATION = Vmcs.exitSlotOf(F.EXIT_QUALIFICATION);
 const S_INTR_INFO = Vmcs.exitSlotOf(F.VM_EXIT_INTR_INFO);

@@ -129,19 +129,35 @@ export class VmxGuestModeRules implements GuestModeRules {
     this.loadTimer(vmcs, guestTsc);
   }
 
-  private loadTimer(vmcs: Vmcs, guestTsc: bigint): void {
+  /**
+   * Whether these rules were computed from `vmcs` as it is now (no control field written since):
+   * a resume (vmenter.ts) keeps them and calls only loadTimer, as `load` would.
+   */
+  loadedFrom(vmcs: Vmcs): boolean {
+    return vmcs.ctlGeneration === this.loadedGeneration && vmcs === this.loadedVmcs;
+  }
+
+  /** The preemption-timer deadline from VMX_PREEMPTION_TIMER_VALUE (SDM 26.5.1), part of every `load`. */
+  loadTimer(vmcs: Vmcs, guestTsc: bigint): void {
     // SDM 26.5.1: the timer counts down by 1 each time TSC bit X changes (X = IA32_VMX_MISC[4:0]).
     if (this.pin & D.PIN_BASED_VMX_PREEMPTION_TIMER) {
       const value = vmcs.loadSlotInt(S_TIMER_VALUE);
       // 2^32 - 1 ticks (2^37 TSC cycles) is beyond any single entry's instruction budget.
       if (value === -1) {
-        // (compared first: storing the bigint at every entry would cost a write barrier)
-        if (this.preemptionDeadlineTsc !== NO_DEADLINE) this.preemptionDeadlineTsc = NO_DEADLINE;
+        // (tested first: storing the bigint at every entry would cost a write barrier)
+        if (!this.noDeadline) this.clearDeadline();
         return;
       }
       const v = BigInt(value >>> 0);
       this.preemptionDeadlineTsc = v === 0n ? guestTsc : ((guestTsc >> BigInt(PREEMPTION_TIMER_RATE)) + v) << BigInt(PREEMPTION_TIMER_RATE);
-    } else if (this.preemptionDeadlineTsc !== NO_DEADLINE) this.preemptionDeadlineTsc = NO_DEADLINE;
+      this.noDeadline = false;
+    } else if (!this.noDeadline) this.clearDeadline();
+  }
+  /** preemptionDeadlineTsc is NO_DEADLINE (tracked as a boolean: no BigInt comparison per entry). */
+  private noDeadline = false;
+  private clearDeadline(): void {
+    this.preemptionDeadlineTsc = NO_DEADLINE;
+    this.noDeadline = true;
   }
 
   /** SDM 26.2: the exception bitmap, with #PF filtered by error-code mask/match. */

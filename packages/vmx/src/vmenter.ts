@@ -6,8 +6,8 @@ import {
   CpuState, EventType, ExitFastpathCompletion, GuestExitKind, KvmReg, KvmVcpu, kvmQueueInterrupt, kvmRequeueException, KvmReq,
   handleFastpathCpuid, handleFastpathInvd,
 } from '@tsvisor/core';
-import { checkControls, checkGuestRip, checkGuestState, checkHostState } from './entry-checks';
-import { encodeExit, recordExit } from './exit-info';
+import { checkControls, checkGuestRip, checkGuestState, checkHostState, resumeChecksPass } from './entry-checks';
+import { encodeExit, recordExit, recordPlainInstructionExit } from './exit-info';
 import { SEGMENT_FIELDS } from './segments';
 import { F } from './vmcs/fields';
 import { Vmcs } from './vmcs/vmcs';
@@ -160,7 +160,7 @@ const REG_RIP = KvmReg.RIP;
  * stores, not VMWRITEs: they leave the VMCS generation alone, so the next entry re-runs neither
  * the entry checks nor the guest-mode rules for state the exit itself produced.
  */
-function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
+function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu, resumed: boolean): void {
   const v = vmx.vmcs;
   const lo = v.lo, hi = v.hi;
   const cpu = vcpu.cpu;
@@ -168,7 +168,9 @@ function storeGuestState(vmx: VcpuVmx, vcpu: KvmVcpu): void {
   // SDM 28.3.1 stores all eight segment registers at every exit. When nothing has written the
   // VMCS since the last exit stored them (stateGeneration) and the processor has loaded no
   // segment register since (segWrites), that store would write the values the fields hold.
-  const unwritten = v.segSavedGeneration === v.stateGeneration && v.segSavedBy === s;
+  // A resume (`resumed`) entered with no VMWRITE to any of these fields since the last exit
+  // (Vmcs.heldGeneration; only RIP/RSP/RFLAGS/interruptibility/timer value may have changed).
+  const unwritten = resumed || (v.segSavedGeneration === v.stateGeneration && v.segSavedBy === s);
   if (!unwritten || v.segSavedWrites !== s.segWrites) storeSegments(v, s);
   const exit = lo[S_EXIT_CONTROLS];
   // The same skip for the system registers: nothing wrote the VMCS since the last exit stored
@@ -379,6 +381,21 @@ export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
     if (v.read32(F.PIN_BASED_VM_EXEC_CONTROL) & D.PIN_BASED_VMX_PREEMPTION_TIMER) v.write32(F.VMX_PREEMPTION_TIMER_VALUE, 0);
     else cpu.kick = true;
   } else updateHvTimer(vmx, vcpu);
+  // The resume (see vmxResume): VMRESUME of the VMCS this processor last exited from, with the
+  // processor having run nothing else since (X86Cpu.stateEpoch) and loaded no segment or system
+  // register since (CpuState.segWrites / sysWrites, as that exit left them); no VMWRITE since
+  // that exit but of RIP, RSP, RFLAGS, the interruptibility state and the preemption-timer value
+  // (Vmcs.heldGeneration, which VMCLEAR also bumps; the exit recorded -1 when its guest-mode
+  // rules were not the current controls' or an MSR list was in use); no event injection (SDM
+  // 27.6: the VM-entry interruption-information valid bit clear); and those five fields passing
+  // the entry checks that read them (resumeChecksPass). Everything else the general path would
+  // check and load is what the processor holds.
+  if (v.resumeEnabled === true && v.heldGeneration === v.resumeHeld && cpu.stateEpoch === v.resumeEpoch &&
+    v.launched === true && cpu.state.segWrites === v.segSavedWrites && cpu.state.sysWrites === v.sysSavedWrites &&
+    (v.lo[S_ENTRY_INTR_INFO] & INTR_VALID) === 0 && resumeChecksPass(v)) {
+    return vmxResume(vmx, vcpu);
+  }
+  v.resumeHeld = -1;
   if (!vmxVmEntry(vmx, vcpu)) return false;
   loadGuestState(vmx, vcpu);
   // SDM 27.4: the VM-entry MSR-load list, after the guest state.
@@ -408,16 +425,7 @@ export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
   const inj = cpu.injection;
   inj.valid = (intr & D.INTR_INFO_VALID_MASK) !== 0;
   if (!inj.valid && vmx.rules.proc2 & D.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY) {
-    // Without an injected event, APICv may deliver a virtual interrupt (SDM 30.2).
-    const vector = vmxVirtualInterruptAtEntry(vcpu);
-    if (vector >= 0) {
-      inj.valid = true;
-      inj.type = EventType.EXTERNAL_INTERRUPT;
-      inj.vector = vector;
-      inj.hasErrorCode = false;
-      inj.errorCode = 0;
-      inj.insnLength = 0;
-    }
+    virtualInterruptAtEntry(vcpu);
   } else if (inj.valid) {
     inj.type = ((intr >> 8) & 7) as EventType;
     inj.vector = intr & 0xff;
@@ -432,30 +440,76 @@ export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
   const kind = cpu.runGuest(vmx.rules, budget);
 
 
-  storeGuestState(vmx, vcpu);
+  storeGuestState(vmx, vcpu, false);
   const lo = v.lo;
   // SDM 28.4: the VM-exit MSR-store list (an entry that cannot be stored would be a VMX abort; it was validated at entry).
   const msrStores = lo[S_EXIT_MSR_STORE_COUNT];
   if (msrStores) storeMsrList(vcpu.kvm.hostMemory, v.readNum(F.VM_EXIT_MSR_STORE_ADDR), msrStores, cpu.state);
-  const e = cpu.exit;
-  const rec = encodeExit(e, (lo[S_EXIT_CONTROLS] & D.VM_EXIT_ACK_INTR_ON_EXIT) !== 0, vmx.exitRecord);
-  // A guest halted in guest mode (HLT not intercepted) waits for the host's next tick.
-  vmx.haltedInGuest = kind === EXIT_HALTED;
-  if (vmx.haltedInGuest) rec.reason = D.ExitReason.EXTERNAL_INTERRUPT;
-  const idtInfo = recordExit(v, rec, e);
+  const idtInfo = recordExitInfo(vmx, vcpu, kind);
   // SDM 25.8.3: every VM exit clears the valid bit of the VM-entry interruption-information field.
-  if (intr & D.INTR_INFO_VALID_MASK) v.write32(F.VM_ENTRY_INTR_INFO_FIELD, intr & ~D.INTR_INFO_VALID_MASK);
+  // The processor's own store, not a VMWRITE: with the valid bit clear the field passes every
+  // entry check (27.2.1.3) and no guest-mode rule reads it, so nothing need be checked again.
+  if (intr & D.INTR_INFO_VALID_MASK) v.saveSlot(S_ENTRY_INTR_INFO, intr & ~D.INTR_INFO_VALID_MASK);
+  return exitDone(vmx, vcpu, idtInfo);
+}
+
+/**
+ * The exit-information fields (SDM 28.2) for the exit the processor just took. An intercepted
+ * instruction that reports only its reason and length is written directly
+ * (recordPlainInstructionExit); anything else is encoded first (encodeExit). Returns the
+ * IDT-vectoring information.
+ */
+function recordExitInfo(vmx: VcpuVmx, vcpu: KvmVcpu, kind: GuestExitKind): number {
+  const v = vmx.vmcs;
+  const e = vcpu.cpu.exit;
+  // A guest halted in guest mode (HLT not intercepted) waits for the host's next tick.
+  const halted = kind === EXIT_HALTED;
+  if (vmx.haltedInGuest !== halted) vmx.haltedInGuest = halted;
+  if (!halted) {
+    const reason = recordPlainInstructionExit(v, e);
+    if (reason >= 0) {
+      vmx.exitReason = reason;
+      vmx.idtVectoringInfo = 0;
+      return 0;
+    }
+  }
+  const rec = encodeExit(e, (v.lo[S_EXIT_CONTROLS] & D.VM_EXIT_ACK_INTR_ON_EXIT) !== 0, vmx.exitRecord);
+  if (halted) rec.reason = D.ExitReason.EXTERNAL_INTERRUPT;
+  const idtInfo = recordExit(v, rec, e);
   vmx.exitReason = rec.reason;
   vmx.idtVectoringInfo = idtInfo;
+  return idtInfo;
+}
+
+/**
+ * The end of every VM exit: the generations the next entry compares, the resume record
+ * (Vmcs.resumeHeld/resumeEpoch), the register cache and __vmx_complete_interrupts.
+ */
+function exitDone(vmx: VcpuVmx, vcpu: KvmVcpu, idtInfo: number): boolean {
+  const v = vmx.vmcs;
+  const cpu = vcpu.cpu;
   // What the exit stored is the processor's own state, valid by construction (the entry checks
   // passed, and the processor only makes architecturally consistent changes).
   const gen = v.stateGeneration;
   vmx.checkedGeneration = gen;
   vmx.checkedCtlGeneration = v.ctlGeneration;
   vmx.storedGeneration = gen;
+  // The next entry may resume unless the rules the guest ran under are no longer the controls'
+  // (this exit itself rewrote one: "IA-32e mode guest" from EFER.LMA, SDM 28.2) or an
+  // MSR-load/store list is in use (27.4 / 28.4 read memory at every entry and exit).
+  const lo = v.lo;
+  v.resumeHeld = vmx.rules.loadedFrom(v) && (lo[S_ENTRY_MSR_LOAD_COUNT] | lo[S_EXIT_MSR_STORE_COUNT]) === 0 ? v.heldGeneration : -1;
+  v.resumeEpoch = cpu.stateEpoch;
   const a = vcpu.arch;
   a.regsAvail &= ~EXIT_INVALIDATES;
-  vmxCompleteInterrupts(vcpu, idtInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
+  if ((idtInfo & INTR_VALID) !== 0) vmxCompleteInterrupts(vcpu, idtInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
+  else {
+    // vmxCompleteInterrupts for an exit that interrupted no event delivery: the queues are cleared.
+    a.nmiInjected = false;
+    a.exception.pending = false;
+    a.exception.injected = false;
+    a.interrupt.injected = false;
+  }
   if (cpu.hostError) {
     const e = cpu.hostError;
     cpu.hostError = null;
@@ -463,6 +517,81 @@ export function vmxVcpuRun(vcpu: KvmVcpu): boolean {
   }
   return true;
 }
+
+/**
+ * The resume: VM entry, guest execution and VM exit for the common re-entry (the condition is
+ * in vmxVcpuRun), with the general path's architectural result. Entry (SDM 27.3.2) loads only
+ * RSP, RIP, RFLAGS (27.3.2.3) and the interruptibility state (27.7.1), plus what KVM switches by
+ * hand (loadSwitchedState); every other guest-state field is what the last exit stored from the
+ * processor, which still holds it. The guest-mode rules are that exit's (no control written
+ * since: rules.loadedFrom held at the exit), with the preemption-timer deadline recomputed
+ * (26.5.1), the EPT and PDPTE-supply settings re-derived (27.3.2.4), VPID 0's mappings flushed
+ * without VPID (29.4.3.3) and no event injected (27.6), APICv's virtual-interrupt evaluation
+ * aside (30.2). The exit (28.2–28.3) is the general one, whose store skips are sound here
+ * (storeGuestState's `resumed`). vmentry-resume.test.ts runs each case both ways and compares
+ * the VMCS after every exit.
+ */
+function vmxResume(vmx: VcpuVmx, vcpu: KvmVcpu): boolean {
+  const v = vmx.vmcs;
+  const cpu = vcpu.cpu;
+  const s = cpu.state;
+  const lo = v.lo, hi = v.hi;
+  v.resumes++;
+  vmx.fail = false;
+  if (vmx.failWhy !== '') vmx.failWhy = '';
+  s.gprLo[REG_RSP] = lo[S_RSP] | 0;
+  s.gprHi[REG_RSP] = hi[S_RSP] | 0;
+  s.ripLo = lo[S_RIP] | 0;
+  s.ripHi = hi[S_RIP] | 0;
+  s.rflags = lo[S_RFLAGS];
+  const st = lo[S_INTERRUPTIBILITY];
+  s.stiShadow = (st & INTR_STATE_STI) !== 0;
+  s.movSsShadow = (st & INTR_STATE_MOV_SS) !== 0;
+  s.nmiBlocked = (st & INTR_STATE_NMI) !== 0;
+  // Re-entry straight from the exit fastpath: KVM's copies are still the processor's.
+  if (vmx.switchedInSync === false) loadSwitchedState(vmx, vcpu);
+  else vmx.switchedInSync = false;
+  const rules = vmx.rules;
+  // rules.load's work for unchanged controls: the preemption-timer deadline (as vmxVcpuRun's general path passes the TSC).
+  if ((rules.pin & PIN_TIMER) !== 0) rules.loadTimer(v, v.loadSlotInt(S_PREEMPTION_TIMER) !== -1 ? s.tsc : 0n);
+  const tdp = (rules.proc2 & PROC2_EPT) !== 0 ? vmx.ept : null;
+  if (rules.tdp !== tdp) rules.tdp = tdp;
+  // SDM 27.3.2.4: the PDPTE registers come from GUEST_PDPTR0-3, which hold what the last exit
+  // stored from the processor (28.3.4): the processor has them already.
+  const pae = tdp !== null && (lo[S_CR0] & 0x80000000) !== 0 && (lo[S_CR4] & 0x20) !== 0 && (lo[S_ENTRY_CONTROLS] & ENTRY_IA32E) === 0;
+  if (rules.pdptrsLoaded !== pae) rules.pdptrsLoaded = pae;
+  if (rules.tlbTag === 0) cpu.flushTlbTag(0);
+  cpu.injection.valid = false;
+  if ((rules.proc2 & PROC2_VID) !== 0) virtualInterruptAtEntry(vcpu);
+
+  const budget = Math.max(1, vcpu.runBudget - (s.instructionsRetired - vmx.runStartRetired));
+  const kind = cpu.runGuest(rules, budget);
+
+  storeGuestState(vmx, vcpu, true);
+  return exitDone(vmx, vcpu, recordExitInfo(vmx, vcpu, kind));
+}
+
+/** Without an injected event, APICv may deliver a virtual interrupt at VM entry (SDM 30.2). */
+function virtualInterruptAtEntry(vcpu: KvmVcpu): void {
+  const vector = vmxVirtualInterruptAtEntry(vcpu);
+  if (vector >= 0) {
+    const inj = vcpu.cpu.injection;
+    inj.valid = true;
+    inj.type = EventType.EXTERNAL_INTERRUPT;
+    inj.vector = vector;
+    inj.hasErrorCode = false;
+    inj.errorCode = 0;
+    inj.insnLength = 0;
+  }
+}
+const INTR_VALID = D.INTR_INFO_VALID_MASK;
+const INTR_STATE_STI = D.GUEST_INTR_STATE_STI;
+const INTR_STATE_MOV_SS = D.GUEST_INTR_STATE_MOV_SS;
+const INTR_STATE_NMI = D.GUEST_INTR_STATE_NMI;
+const PIN_TIMER = D.PIN_BASED_VMX_PREEMPTION_TIMER;
+const PROC2_EPT = D.SECONDARY_EXEC_ENABLE_EPT;
+const PROC2_VID = D.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY;
+const ENTRY_IA32E = D.VM_ENTRY_IA32E_MODE;
 
 /**
  * vmx_exit_handlers_fastpath: exits completed right after the VM exit, before the slow path

@@ -83,6 +83,13 @@ const GROUP_CTL = 0, GROUP_GUEST = 1, GROUP_UNCHECKED = 2;
 for (const info of VMCS_FIELDS.values()) {
   if (info.type === VmcsFieldType.GUEST) GROUP[info.encoding] = info.encoding === F.VMX_PREEMPTION_TIMER_VALUE ? GROUP_UNCHECKED : GROUP_GUEST;
 }
+/**
+ * The components a resume (vmenter.ts, the lean VM-entry path) loads into the processor at
+ * every entry: GUEST_RIP, GUEST_RSP, GUEST_RFLAGS, GUEST_INTERRUPTIBILITY_INFO and
+ * VMX_PREEMPTION_TIMER_VALUE. A VMWRITE of any other component bumps `heldGeneration`.
+ */
+const RESUME_LOADED = new Uint8Array(0x8000);
+for (const f of [F.GUEST_RIP, F.GUEST_RSP, F.GUEST_RFLAGS, F.GUEST_INTERRUPTIBILITY_INFO, F.VMX_PREEMPTION_TIMER_VALUE]) RESUME_LOADED[f] = 1;
 const MASK32 = 0xffffffffn;
 /** BigInt → 32-bit halves (modulo 2^64) through a typed array: no BigInt operation, no allocation. */
 const CONV64 = new BigUint64Array(1);
@@ -126,6 +133,14 @@ export class Vmcs {
   ctlGeneration = 0;
   /** Bumped by VMWRITEs of guest-state fields the VM-entry checks read (SDM 27.3). */
   guestGeneration = 0;
+  /**
+   * Bumped by every VMWRITE that changes a component other than the five a resume loads at
+   * every entry (RESUME_LOADED: RIP, RSP, RFLAGS, interruptibility state, preemption-timer
+   * value), whatever its type (control, host state, guest state), and by VMCLEAR. Unchanged
+   * since a VM exit, every other component holds what it held at that exit: the processor's
+   * own stores and the controls it ran under (vmenter.ts, the resume).
+   */
+  heldGeneration = 0;
 
   /**
    * VM exit bookkeeping (vmenter's storeGuestState): stateGeneration right after the last exit
@@ -139,6 +154,23 @@ export class Vmcs {
   sysSavedWrites = -1;
   segSavedBy: unknown = null;
 
+  /**
+   * For tests and diagnostics: false sends every VM entry with this VMCS down the general path
+   * (vmenter.ts), so that a scenario can be run both ways and the results compared. The resume
+   * is an implementation shortcut with the general path's architectural result; this switch
+   * changes nothing a guest or a VMM can observe except the `resumes` count.
+   */
+  resumeEnabled = true;
+  /** VM entries that took the resume (for tests and statistics). */
+  resumes = 0;
+  /**
+   * The resume record of the last VM exit from this VMCS (vmenter.ts): `heldGeneration` then, or
+   * -1 when the next entry must take the general path (no exit yet, a failed entry, an exit that
+   * wrote a control); and the processor's X86Cpu.stateEpoch then.
+   */
+  resumeHeld = -1;
+  resumeEpoch = -1;
+
   /** Changes whenever a VMWRITE changed anything the VM-entry checks read (sum of two counters that only grow). */
   get stateGeneration(): number {
     return this.ctlGeneration + this.guestGeneration;
@@ -146,9 +178,11 @@ export class Vmcs {
 
   private bump(enc: number): void {
     this.generation++;
-    const g = enc >= 0 && enc < 0x8000 ? GROUP[enc] : GROUP_CTL;
+    const inRange = enc >= 0 && enc < 0x8000;
+    const g = inRange ? GROUP[enc] : GROUP_CTL;
     if (g === GROUP_CTL) this.ctlGeneration++;
     else if (g === GROUP_GUEST) this.guestGeneration++;
+    if (!inRange || RESUME_LOADED[enc] === 0) this.heldGeneration++;
   }
 
   constructor(revisionId: number) {
@@ -354,9 +388,14 @@ export class Vmcs {
     }
   }
 
-  /** VMCLEAR: the launch state becomes clear (the data stays, as on hardware). */
+  /**
+   * VMCLEAR: the launch state becomes clear (the data stays, as on hardware). SDM 25.11.3:
+   * the processor writes its cached VMCS data back and the VMCS is no longer its current one,
+   * so nothing it held for this VMCS may be taken as loaded at the next entry (heldGeneration).
+   */
   clear(): void {
     this.launched = false;
+    this.heldGeneration++;
   }
 }
 
