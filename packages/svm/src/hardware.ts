@@ -13,7 +13,7 @@
  */
 import {
   ACCESS_WRITE, ApicPageHandler, Cr8Virtualization, CrAccessType, EventType, GuestExit, GuestExitKind, GuestModeRules, HostMemory, InterceptInsn,
-  TdpWalker, X86Cpu,
+  TdpWalker, X86Cpu, type CpuState,
 } from '@tsvisor/core';
 import {
   AVIC_ENABLE_MASK, CLEAN_GROUPS, fieldBytes, Intercept1, Intercept2, Intercept3, INTERCEPT2_CR_WRITE_TRAP_SHIFT, SREG_FIELDS,
@@ -171,6 +171,16 @@ function storeBig(w: Int32Array, i: number, v: bigint): void {
   BIG[0] = v;
   w[i] = BIG32[0];
   w[i + 1] = BIG32[1];
+}
+/** VMRUN's load of RFLAGS, RIP, RSP and RAX (APM 15.5.2; in no clean group: every VMRUN). */
+function loadRegisters(s: CpuState, w: Int32Array): void {
+  s.rflags = w[W_RFLAGS] >>> 0;
+  s.ripLo = w[W_RIP];
+  s.ripHi = w[W_RIP + 1];
+  s.gprLo[4] = w[W_RSP];
+  s.gprHi[4] = w[W_RSP + 1];
+  s.gprLo[0] = w[W_RAX];
+  s.gprHi[0] = w[W_RAX + 1];
 }
 /** SVM_CR_VALID (bit 63, APM 15.8.1) as EXITINFO1's high half. */
 const SVM_CR_VALID_HI = Number(SVM_CR_VALID >> 32n) >>> 0;
@@ -424,13 +434,7 @@ export class SvmHardware {
       this.cr8Tpr = vTprIn;
       this.cr8SysWrites = s.sysWrites;
     }
-    s.rflags = w[W_RFLAGS] >>> 0;
-    s.ripLo = w[W_RIP];
-    s.ripHi = w[W_RIP + 1];
-    s.gprLo[4] = w[W_RSP];
-    s.gprHi[4] = w[W_RSP + 1];
-    s.gprLo[0] = w[W_RAX];
-    s.gprHi[0] = w[W_RAX + 1];
+    loadRegisters(s, w);
     s.stiShadow = (w[W_INTERRUPT_SHADOW] & SHADOW_MASK) !== 0;
     s.movSsShadow = false;
     s.activity = 0;
@@ -659,13 +663,7 @@ export class SvmHardware {
       s.dr6 = eff.read64(VMCB_SAVE.DR6);
       s.dr7 = eff.read64(VMCB_SAVE.DR7);
     }
-    s.rflags = w[W_RFLAGS] >>> 0;
-    s.ripLo = w[W_RIP];
-    s.ripHi = w[W_RIP + 1];
-    s.gprLo[4] = w[W_RSP];
-    s.gprHi[4] = w[W_RSP + 1];
-    s.gprLo[0] = w[W_RAX];
-    s.gprHi[0] = w[W_RAX + 1];
+    loadRegisters(s, w);
     if (!msrsHeld) {
       s.star = eff.read64(VMCB_SAVE.STAR);
       s.lstar = eff.read64(VMCB_SAVE.LSTAR);
