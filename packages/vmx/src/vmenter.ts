@@ -502,14 +502,7 @@ function exitDone(vmx: VcpuVmx, vcpu: KvmVcpu, idtInfo: number): boolean {
   v.resumeEpoch = cpu.stateEpoch;
   const a = vcpu.arch;
   a.regsAvail &= ~EXIT_INVALIDATES;
-  if ((idtInfo & INTR_VALID) !== 0) vmxCompleteInterrupts(vcpu, idtInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
-  else {
-    // vmxCompleteInterrupts for an exit that interrupted no event delivery: the queues are cleared.
-    a.nmiInjected = false;
-    a.exception.pending = false;
-    a.exception.injected = false;
-    a.interrupt.injected = false;
-  }
+  vmxCompleteInterrupts(vcpu, idtInfo, F.VM_EXIT_INSTRUCTION_LEN, F.IDT_VECTORING_ERROR_CODE);
   if (cpu.hostError) {
     const e = cpu.hostError;
     cpu.hostError = null;
@@ -651,15 +644,24 @@ export function vmxCompleteInterrupts(
   lenField: typeof F.VM_EXIT_INSTRUCTION_LEN | typeof F.VM_ENTRY_INSTRUCTION_LEN,
   errField: typeof F.IDT_VECTORING_ERROR_CODE | typeof F.VM_ENTRY_EXCEPTION_ERROR_CODE,
 ): void {
-  const vmx = toVmx(vcpu);
-  const v: Vmcs = vmx.vmcs;
   const a = vcpu.arch;
   a.nmiInjected = false;
   // kvm_clear_exception_queue + kvm_clear_interrupt_queue.
   a.exception.pending = false;
   a.exception.injected = false;
   a.interrupt.injected = false;
-  if (!(idtVectoringInfo & D.INTR_INFO_VALID_MASK)) return;
+  // (A small body V8 inlines into the exit: the usual exit, no event being delivered, ends here.)
+  if (idtVectoringInfo & INTR_VALID) requeueVectoredEvent(vcpu, idtVectoringInfo, lenField, errField);
+}
+
+/** __vmx_complete_interrupts' requeue of the event the exit interrupted (IDT-vectoring information valid). */
+function requeueVectoredEvent(
+  vcpu: KvmVcpu, idtVectoringInfo: number,
+  lenField: typeof F.VM_EXIT_INSTRUCTION_LEN | typeof F.VM_ENTRY_INSTRUCTION_LEN,
+  errField: typeof F.IDT_VECTORING_ERROR_CODE | typeof F.VM_ENTRY_EXCEPTION_ERROR_CODE,
+): void {
+  const vmx = toVmx(vcpu);
+  const v: Vmcs = vmx.vmcs;
   vcpu.makeRequest(KvmReq.EVENT);
   const vector = idtVectoringInfo & D.INTR_INFO_VECTOR_MASK;
   const type = idtVectoringInfo & D.INTR_INFO_INTR_TYPE_MASK;

@@ -3,7 +3,9 @@
  * encoded into the basic exit reason, qualification, interruption info and instruction info.
  */
 import { ACCESS_FETCH, ACCESS_PAGE_WALK, ACCESS_READ, ACCESS_WRITE, CrAccessType, EventType, GuestExit, GuestExitKind, InterceptInsn } from '@tsvisor/core';
-import { emptyExitRecord, encodeExit, ExitReason, idtVectoringInfo, vmxInstructionExitReason } from '@tsvisor/vmx';
+import {
+  emptyExitRecord, encodeExit, ExitReason, idtVectoringInfo, recordExit, recordPlainInstructionExit, Vmcs, vmxInstructionExitReason,
+} from '@tsvisor/vmx';
 
 function enc(fill: (e: GuestExit) => void, ack = true) {
   const e = new GuestExit();
@@ -162,5 +164,39 @@ describe('instruction exits', () => {
     expect(apic.qualification).toBe(BigInt(0xb0 | (1 << 12)));
     expect(enc((e) => { e.kind = GuestExitKind.VIRTUALIZED_EOI; e.vector = 0x31; }).qualification).toBe(0x31n);
     expect(enc((e) => { e.kind = GuestExitKind.APIC_WRITE; e.gpa = 0xfee00380n; }).qualification).toBe(0x380n);
+  });
+});
+
+describe('the direct record of a plain instruction exit (recordPlainInstructionExit)', () => {
+  it('writes exactly what encodeExit + recordExit write, for every instruction it takes', () => {
+    let taken = 0;
+    for (let insn = 0; insn < InterceptInsn.COUNT; insn++) {
+      for (const vectoring of [false, true]) {
+        const e = new GuestExit();
+        e.kind = GuestExitKind.INSTRUCTION;
+        e.insn = insn as InterceptInsn;
+        e.insnLength = 3;
+        e.vectoring.valid = vectoring;
+        e.vectoring.vector = 14; e.vectoring.type = EventType.HARDWARE_EXCEPTION; e.vectoring.hasErrorCode = true; e.vectoring.errorCode = 2;
+        // Both VMCSs start with the same stale exit information.
+        const direct = new Vmcs(1), general = new Vmcs(1);
+        direct.lo.fill(0xdead); direct.hi.fill(0xbeef); general.lo.fill(0xdead); general.hi.fill(0xbeef);
+        const reason = recordPlainInstructionExit(direct, e);
+        if (reason < 0) {
+          // Not taken: nothing written.
+          expect(Array.from(direct.lo)).toEqual(Array.from(general.lo));
+          continue;
+        }
+        expect(vectoring).toBe(false);
+        const rec = encodeExit(e, false, emptyExitRecord());
+        recordExit(general, rec, e);
+        expect(reason).toBe(rec.reason);
+        expect(Array.from(direct.lo)).toEqual(Array.from(general.lo));
+        expect(Array.from(direct.hi)).toEqual(Array.from(general.hi));
+        taken++;
+      }
+    }
+    // CPUID, RDTSC, HLT, VMCALL, … take it; exits during event delivery never do.
+    expect(taken).toBeGreaterThan(10);
   });
 });
